@@ -1,0 +1,225 @@
+"""Calorimeter geometries as data.
+
+A :class:`Geometry` is a frozen description of a calorimeter's readout: its layers (each a
+2D cell grid with cell sizes and a depth range), the conditions a shower depends on, the
+particles and energy range it was designed for, and its on-disk format. Every other module
+asks the geometry for shapes; nothing else hard-codes 504 or 51.
+
+Flat voxel order: layers are concatenated in order, each layer flattened in C order
+(``layer.shape``), so ``voxels[:, geometry.layer_slice(i)].reshape(-1, *layer.shape)``
+is layer ``i``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from caloforge.errors import CaloforgeError
+
+__all__ = [
+    "Layer",
+    "Geometry",
+    "CALOGAN",
+    "ATLAS89",
+    "CLIC51",
+    "GEOMETRIES",
+    "get_geometry",
+    "register_geometry",
+]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One readout layer: a 2D grid of cells.
+
+    Attributes:
+        name: the layer's name in the field's words (``"presampler"``, ``"layer_1"``).
+        shape: number of cells along the two transverse axes ``(rows, cols)``.
+        cell_size: cell size along the two axes, in ``cell_unit``.
+        depth: ``(start, end)`` of the layer along the shower axis, in ``depth_unit``.
+        cell_unit: ``"mm"`` or ``"eta,phi"``.
+        depth_unit: ``"mm"`` or ``"X0"`` (radiation lengths).
+    """
+
+    name: str
+    shape: tuple[int, int]
+    cell_size: tuple[float, float]
+    depth: tuple[float, float]
+    cell_unit: str = "mm"
+    depth_unit: str = "mm"
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.shape[0] * self.shape[1])
+
+    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Centres of the cells along the two axes (centred on 0), in ``cell_unit``."""
+        rows = (np.arange(self.shape[0]) - (self.shape[0] - 1) / 2) * self.cell_size[0]
+        cols = (np.arange(self.shape[1]) - (self.shape[1] - 1) / 2) * self.cell_size[1]
+        return rows, cols
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A calorimeter readout.
+
+    Attributes:
+        name: registry name (``"calogan"``, ``"atlas89"``, ``"clic51"``, ...).
+        layers: the readout layers, front to back.
+        conditions: names of the conditions a shower depends on (``"energy"``, ``"angle"``).
+        particles: particles the reference simulator knows for this geometry.
+        energy_range: default incident energy range in GeV.
+        angle_range: default polar angle range in degrees, or ``None`` (perpendicular).
+        file_format: ``"calogan"``, ``"3dgan"`` or ``"calochallenge"``.
+        has_overflow: whether the format stores energy outside the grid per layer.
+        description: one line for humans.
+    """
+
+    name: str
+    layers: tuple[Layer, ...]
+    conditions: tuple[str, ...] = ("energy",)
+    particles: tuple[str, ...] = ()
+    energy_range: tuple[float, float] = (1.0, 100.0)
+    angle_range: tuple[float, float] | None = None
+    file_format: str = "calochallenge"
+    has_overflow: bool = False
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @cached_property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return tuple(layer.n_cells for layer in self.layers)
+
+    @property
+    def n_voxels(self) -> int:
+        return int(sum(self.layer_sizes))
+
+    @cached_property
+    def layer_offsets(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(self.layer_sizes)]))
+
+    def layer_slice(self, index: int) -> slice:
+        """The slice of the flat voxel vector holding layer ``index``."""
+        return slice(self.layer_offsets[index], self.layer_offsets[index + 1])
+
+    def split_layers(self, voxels: np.ndarray) -> list[np.ndarray]:
+        """Split flat voxels ``(N, n_voxels)`` into per-layer arrays ``(N, *layer.shape)``."""
+        voxels = np.asarray(voxels)
+        if voxels.ndim != 2 or voxels.shape[1] != self.n_voxels:
+            raise CaloforgeError(
+                f"expected voxels of shape (N, {self.n_voxels}) for geometry {self.name!r}, "
+                f"got {voxels.shape}"
+            )
+        return [
+            voxels[:, self.layer_slice(i)].reshape(-1, *layer.shape)
+            for i, layer in enumerate(self.layers)
+        ]
+
+    def join_layers(self, layers: list[np.ndarray]) -> np.ndarray:
+        """Inverse of :meth:`split_layers`: per-layer arrays to flat ``(N, n_voxels)``."""
+        if len(layers) != self.n_layers:
+            raise CaloforgeError(
+                f"geometry {self.name!r} has {self.n_layers} layers, got {len(layers)}"
+            )
+        flat = []
+        for layer, arr in zip(self.layers, layers):
+            arr = np.asarray(arr)
+            if arr.shape[1:] != layer.shape:
+                raise CaloforgeError(
+                    f"layer {layer.name!r} of {self.name!r} has shape {layer.shape}, "
+                    f"got {arr.shape[1:]}"
+                )
+            flat.append(arr.reshape(len(arr), -1))
+        return np.concatenate(flat, axis=1)
+
+    def to_dict(self) -> dict:
+        """A plain dict (JSON/YAML-safe) that :meth:`from_dict` turns back into the geometry."""
+        d = asdict(self)
+        d.pop("extra", None)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Geometry:
+        d = dict(d)
+        d["layers"] = tuple(
+            Layer(**{**layer, "shape": tuple(layer["shape"]),
+                     "cell_size": tuple(layer["cell_size"]), "depth": tuple(layer["depth"])})
+            for layer in d["layers"]
+        )
+        for key in ("conditions", "particles", "energy_range"):
+            d[key] = tuple(d[key])
+        if d.get("angle_range") is not None:
+            d["angle_range"] = tuple(d["angle_range"])
+        return cls(**d)
+
+
+CALOGAN = Geometry(
+    name="calogan",
+    layers=(
+        Layer("layer_0", (3, 96), (160.0, 5.0), (-240.0, -150.0)),
+        Layer("layer_1", (12, 12), (40.0, 40.0), (-150.0, 197.0)),
+        Layer("layer_2", (12, 6), (40.0, 80.0), (197.0, 240.0)),
+    ),
+    particles=("eplus", "gamma", "piplus"),
+    energy_range=(1.0, 100.0),
+    file_format="calogan",
+    has_overflow=True,
+    description="CaloGAN 3-layer Pb/LAr sampling calorimeter, 80 x (2 mm Pb + 4 mm LAr), "
+    "504 voxels (arXiv:1705.02355)",
+)
+
+ATLAS89 = Geometry(
+    name="atlas89",
+    layers=(
+        Layer("presampler", (3, 2), (0.025, 0.1), (2.0, 2.5), "eta,phi", "X0"),
+        Layer("strip", (24, 2), (0.003125, 0.1), (2.5, 6.8), "eta,phi", "X0"),
+        Layer("middle", (3, 7), (0.025, 0.0245), (6.8, 22.8), "eta,phi", "X0"),
+        Layer("back", (2, 7), (0.05, 0.0245), (22.8, 24.8), "eta,phi", "X0"),
+    ),
+    particles=("gamma",),
+    energy_range=(10.0, 100.0),
+    file_format="calochallenge",
+    description="ATLAS-like barrel photon cluster at eta ~ 0: presampler, strip, middle, "
+    "back; 89 cells",
+)
+
+CLIC51 = Geometry(
+    name="clic51",
+    layers=tuple(
+        Layer(f"layer_{i:02d}", (51, 51), (5.1, 5.1), (5.1 * i, 5.1 * (i + 1)))
+        for i in range(25)
+    ),
+    conditions=("energy", "angle"),
+    particles=("eminus",),
+    energy_range=(100.0, 200.0),
+    angle_range=(60.0, 120.0),
+    file_format="3dgan",
+    description="CLIC-like Si-W high-granularity ECAL, 51 x 51 x 25 cells of 5.1 mm, "
+    "inner radius 1.5 m (3DGAN)",
+)
+
+GEOMETRIES: dict[str, Geometry] = {g.name: g for g in (CALOGAN, ATLAS89, CLIC51)}
+
+
+def register_geometry(geometry: Geometry) -> Geometry:
+    """Add a geometry to the registry (e.g. one built from a CaloChallenge binning XML)."""
+    GEOMETRIES[geometry.name] = geometry
+    return geometry
+
+
+def get_geometry(name: str | Geometry) -> Geometry:
+    """Look a geometry up by name; a :class:`Geometry` passes through."""
+    if isinstance(name, Geometry):
+        return name
+    try:
+        return GEOMETRIES[name]
+    except KeyError:
+        known = ", ".join(sorted(GEOMETRIES))
+        raise CaloforgeError(f"unknown geometry {name!r}; known geometries: {known}") from None

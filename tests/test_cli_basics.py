@@ -1,0 +1,25 @@
+"""The CLI's basic contract."""
+
+import subprocess
+import sys
+import time
+
+
+def test_version_is_fast_and_does_not_import_torch():
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from caloforge.cli.main import main\n"
+         "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+         "print('torch' in sys.modules)"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "caloforge, version" in out.stdout
+    assert out.stdout.strip().endswith("False")
+    assert time.perf_counter() - start < 5.0  # generous: shared machines are noisy
+
+
+def test_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "caloforge", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert "simulate" in out.stdout
