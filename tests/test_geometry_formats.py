@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from caloforge import CaloforgeError
-from caloforge.data import ShowerSet, ShowerWriter, file_info, iter_showers, read_showers
-from caloforge.data import write_showers
+from caloforge.data import (
+    ShowerSet,
+    ShowerWriter,
+    file_info,
+    iter_showers,
+    read_showers,
+    write_showers,
+)
 from caloforge.geometry import GEOMETRIES, Geometry, get_geometry
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "GEOMETRIES",
     "get_geometry",
     "register_geometry",
+    "geometry_from_binning_xml",
 ]
 
 
@@ -40,8 +41,10 @@ class Layer:
         shape: number of cells along the two transverse axes ``(rows, cols)``.
         cell_size: cell size along the two axes, in ``cell_unit``.
         depth: ``(start, end)`` of the layer along the shower axis, in ``depth_unit``.
-        cell_unit: ``"mm"`` or ``"eta,phi"``.
-        depth_unit: ``"mm"`` or ``"X0"`` (radiation lengths).
+        cell_unit: ``"mm"``, ``"eta,phi"``, or ``"alpha,r"`` for polar layers (CaloChallenge),
+            whose rows are angular bins and columns radial bins.
+        depth_unit: ``"mm"``, ``"X0"`` (radiation lengths) or ``"layer"`` (index only).
+        r_edges: radial bin edges in mm for polar layers, else ``None``.
     """
 
     name: str
@@ -50,16 +53,40 @@ class Layer:
     depth: tuple[float, float]
     cell_unit: str = "mm"
     depth_unit: str = "mm"
+    r_edges: tuple[float, ...] | None = None
 
     @property
     def n_cells(self) -> int:
         return int(self.shape[0] * self.shape[1])
 
+    @property
+    def is_polar(self) -> bool:
+        return self.r_edges is not None
+
     def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """Centres of the cells along the two axes (centred on 0), in ``cell_unit``."""
+        """Centres of the cells along the two axes (centred on 0), in ``cell_unit``.
+
+        For polar layers: angular bin centres in radians and radial bin centres in mm.
+        """
+        if self.is_polar:
+            alpha = (np.arange(self.shape[0]) + 0.5) * 2 * np.pi / self.shape[0]
+            edges = np.asarray(self.r_edges)
+            return alpha, 0.5 * (edges[1:] + edges[:-1])
         rows = (np.arange(self.shape[0]) - (self.shape[0] - 1) / 2) * self.cell_size[0]
         cols = (np.arange(self.shape[1]) - (self.shape[1] - 1) / 2) * self.cell_size[1]
         return rows, cols
+
+    def cell_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Transverse position of every cell centre, two arrays of ``shape``.
+
+        Cartesian layers: (row coordinate, column coordinate) in ``cell_unit``.
+        Polar layers: (x, y) = (r cos(alpha), r sin(alpha)) in mm.
+        """
+        a, b = self.cell_centres()
+        if self.is_polar:
+            alpha, r = np.meshgrid(a, b, indexing="ij")
+            return r * np.cos(alpha), r * np.sin(alpha)
+        return tuple(np.meshgrid(a, b, indexing="ij"))
 
 
 @dataclass(frozen=True)
@@ -118,7 +145,7 @@ class Geometry:
                 f"got {voxels.shape}"
             )
         return [
-            voxels[:, self.layer_slice(i)].reshape(-1, *layer.shape)
+            voxels[:, self.layer_slice(i)].reshape(len(voxels), *layer.shape)
             for i, layer in enumerate(self.layers)
         ]
 
@@ -129,7 +156,7 @@ class Geometry:
                 f"geometry {self.name!r} has {self.n_layers} layers, got {len(layers)}"
             )
         flat = []
-        for layer, arr in zip(self.layers, layers):
+        for layer, arr in zip(self.layers, layers, strict=True):
             arr = np.asarray(arr)
             if arr.shape[1:] != layer.shape:
                 raise CaloforgeError(
@@ -150,7 +177,9 @@ class Geometry:
         d = dict(d)
         d["layers"] = tuple(
             Layer(**{**layer, "shape": tuple(layer["shape"]),
-                     "cell_size": tuple(layer["cell_size"]), "depth": tuple(layer["depth"])})
+                     "cell_size": tuple(layer["cell_size"]), "depth": tuple(layer["depth"]),
+                     "r_edges": None if layer.get("r_edges") is None
+                     else tuple(layer["r_edges"])})
             for layer in d["layers"]
         )
         for key in ("conditions", "particles", "energy_range"):
@@ -205,7 +234,65 @@ CLIC51 = Geometry(
     "inner radius 1.5 m (3DGAN)",
 )
 
-GEOMETRIES: dict[str, Geometry] = {g.name: g for g in (CALOGAN, ATLAS89, CLIC51)}
+
+def geometry_from_binning_xml(path, name: str, energy_range: tuple[float, float] = (1.0, 1000.0),
+                              particles: tuple[str, ...] = (), description: str = "") -> Geometry:
+    """Build a geometry from a CaloChallenge binning XML file.
+
+    Each ``<Layer>`` has radial bin edges ``r_edges`` (mm) and ``n_bin_alpha`` angular bins;
+    layers with no radial bin (``r_edges="0"``) hold no voxel and are left out. Voxels are
+    flattened (layer, alpha, r), as in the CaloChallenge files.
+
+    References:
+        Fast Calorimeter Simulation Challenge 2022, https://calochallenge.github.io/homepage/
+    """
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as err:
+        raise CaloforgeError(f"cannot read binning XML {path}: {err}") from None
+    layers = []
+    for node in root.iter("Layer"):
+        edges = tuple(float(x) for x in node.attrib["r_edges"].split(","))
+        n_alpha = int(node.attrib.get("n_bin_alpha", 1))
+        if len(edges) < 2:
+            continue
+        index = int(node.attrib["id"])
+        layers.append(Layer(
+            f"layer_{index}", (n_alpha, len(edges) - 1),
+            (360.0 / n_alpha, (edges[-1] - edges[0]) / (len(edges) - 1)),
+            (float(index), float(index + 1)), "alpha,r", "layer", edges,
+        ))
+    if not layers:
+        raise CaloforgeError(f"binning XML {path} defines no voxels")
+    return Geometry(name=name, layers=tuple(layers), particles=particles,
+                    energy_range=energy_range, file_format="calochallenge",
+                    description=description or f"layout from {path}")
+
+
+def _calochallenge_geometries() -> list[Geometry]:
+    from importlib.resources import files
+
+    folder = files("caloforge") / "geometries"
+    specs = [
+        ("calochallenge_ds1_photons", "binning_dataset_1_photons.xml", (0.256, 4194.304),
+         "CaloChallenge dataset 1 photons (ATLAS-like), 368 voxels"),
+        ("calochallenge_ds1_pions", "binning_dataset_1_pions.xml", (0.256, 4194.304),
+         "CaloChallenge dataset 1 pions (ATLAS-like), 533 voxels"),
+        ("calochallenge_ds2", "binning_dataset_2.xml", (1.0, 1000.0),
+         "CaloChallenge dataset 2 electrons, 45 x 16 x 9 = 6480 voxels"),
+        ("calochallenge_ds3", "binning_dataset_3.xml", (1.0, 1000.0),
+         "CaloChallenge dataset 3 electrons, 45 x 50 x 18 = 40500 voxels"),
+    ]
+    return [geometry_from_binning_xml(folder / xml, name, energy_range=erange,
+                                      description=text)
+            for name, xml, erange, text in specs]
+
+
+GEOMETRIES: dict[str, Geometry] = {
+    g.name: g for g in (CALOGAN, ATLAS89, CLIC51, *_calochallenge_geometries())
+}
 
 
 def register_geometry(geometry: Geometry) -> Geometry:

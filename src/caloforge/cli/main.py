@@ -17,15 +17,24 @@ from caloforge.errors import CaloforgeError
 
 # command name -> (module, attribute, one-line help shown by `caloforge --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "simulate": ("caloforge.cli.simulate", "simulate", "Make reference showers (parametric or Geant4)."),
-    "inspect": ("caloforge.cli.inspect", "inspect", "Summarise a shower file; plot average layer images."),
-    "train": ("caloforge.cli.train", "train", "Train a model (calogan, caloflow, wgan, gan3d) on a shower file."),
-    "generate": ("caloforge.cli.generate", "generate", "Generate showers from a trained run into a file."),
-    "scan": ("caloforge.cli.scan", "scan", "Draw showers from a fixed latent vector while a condition varies."),
-    "evaluate": ("caloforge.cli.evaluate", "evaluate", "Compare generated showers with reference ones: metrics and report."),
-    "quickstart": ("caloforge.cli.quickstart", "quickstart", "Simulate, train, generate, evaluate and report in minutes."),
-    "bench": ("caloforge.cli.bench", "bench", "Time generation per shower at several batch sizes."),
-    "export": ("caloforge.cli.export", "export", "Export a trained generator to ONNX with a parity check."),
+    "simulate": ("caloforge.cli.simulate", "simulate",
+                 "Make reference showers (parametric or Geant4)."),
+    "inspect": ("caloforge.cli.inspect", "inspect",
+                "Summarise a shower file; plot average layer images."),
+    "train": ("caloforge.cli.train", "train",
+              "Train a model (calogan, caloflow, wgan, gan3d) on a shower file."),
+    "generate": ("caloforge.cli.generate", "generate",
+                 "Generate showers from a trained run into a file."),
+    "scan": ("caloforge.cli.scan", "scan",
+             "Draw showers from a fixed latent vector while a condition varies."),
+    "evaluate": ("caloforge.cli.evaluate", "evaluate",
+                 "Compare generated showers with reference ones: metrics and report."),
+    "quickstart": ("caloforge.cli.quickstart", "quickstart",
+                   "Simulate, train, generate, evaluate and report in minutes."),
+    "bench": ("caloforge.cli.bench", "bench",
+              "Time generation per shower at several batch sizes."),
+    "export": ("caloforge.cli.export", "export",
+               "Export a trained generator to ONNX with a parity check."),
     "data": ("caloforge.cli.data", "data", "List and fetch public data sets."),
 }
 
