@@ -211,4 +211,6 @@ def _unpack(archive: Path) -> list[Path]:
                 out.append(target)
             return out
     except zipfile.BadZipFile:
-        raise CaloforgeError(f"{archive} is not a valid zip archive; delete it and fetch again") from None
+        raise CaloforgeError(
+            f"{archive} is not a valid zip archive; delete it and fetch again"
+        ) from None

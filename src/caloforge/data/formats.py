@@ -241,9 +241,11 @@ class ShowerWriter:
         return self
 
     def _dataset(self, name: str, shape: tuple[int, ...], unit: str) -> None:
+        # At most ~4 MB per HDF5 chunk: 1024 showers of 51x51x25 would be 266 MB each.
+        rows = max(1, min(self.chunk_size, (4 << 20) // (4 * int(np.prod(shape, dtype=np.int64)))))
         ds = self._file.create_dataset(
             name, shape=(0, *shape), maxshape=(None, *shape), dtype="float32",
-            chunks=(self.chunk_size, *shape), compression=self.compression,
+            chunks=(rows, *shape), compression=self.compression,
         )
         ds.attrs["unit"] = unit
 

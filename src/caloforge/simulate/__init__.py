@@ -72,7 +72,15 @@ def simulate(geometry: Geometry | str, particle: str, n: int,
     if engine == "parametric":
         from caloforge.simulate.parametric import simulate_chunks
     elif engine == "geant4":
-        from caloforge.simulate.geant4 import simulate_chunks
+        try:
+            from caloforge.simulate.geant4 import simulate_chunks
+        except ModuleNotFoundError as err:
+            if err.name != "caloforge.simulate.geant4":
+                raise
+            raise CaloforgeError(
+                "the geant4 engine is not available in this installation; install it with "
+                "pip install 'caloforge[geant4]' (and the Geant4 data sets)"
+            ) from None
     else:
         raise CaloforgeError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     meta = {"particle": particle, "generator": engine, "seed": int(seed)}

@@ -1,0 +1,162 @@
+"""Timing: milliseconds per shower at several batch sizes, measured side by side.
+
+Every timing here is taken in the same process, on the same hardware, with warm-up calls
+excluded, so ratios between generators (a model vs the parametric simulator vs Geant4)
+are meaningful. Absolute numbers depend on the machine: :func:`hardware` records it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["Timing", "hardware", "time_per_shower", "markdown_table", "SEED_FIGURES"]
+
+# Per-shower times quoted by the seed documents (ms), for the table's reference rows.
+SEED_FIGURES = {
+    "Geant4 (seed 000, CPU)": {1: 1772.0},
+    "CaloGAN (seed 000, CPU)": {1: 13.1, 10: 5.11, 128: 2.19, 1024: 2.03},
+    "CaloFlow student (seed 001, TITAN V GPU)": {10: 5.81, 100: 0.60, 1000: 0.12, 10000: 0.08},
+    "CaloFlow teacher (seed 001, TITAN V GPU)": {10: 835.0, 100: 96.1, 1000: 41.4, 10000: 36.2},
+}
+
+
+@dataclass
+class Timing:
+    """One measured configuration.
+
+    Attributes:
+        name: what was timed (``"calogan"``, ``"parametric eplus"``, ...).
+        batch_size: showers per call.
+        ms_per_shower: median over repeats, in milliseconds per shower.
+        spread: half the interquartile range over repeats, ms per shower.
+        repeats: number of timed calls.
+        backend: ``"torch"``, ``"onnxruntime"``, ``"numpy"`` or ``"geant4"``.
+        device: ``"cpu"`` or the CUDA device name.
+        threads: intra-op threads in use.
+        note: e.g. why a batch size was skipped.
+    """
+
+    name: str
+    batch_size: int
+    ms_per_shower: float | None
+    spread: float | None
+    repeats: int
+    backend: str
+    device: str
+    threads: int
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def hardware() -> dict:
+    """The machine the timings were taken on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return info
+
+
+def time_per_shower(sample: Callable[[int], object], batch_sizes: list[int], *, name: str,
+                    backend: str, device: str = "cpu", threads: int = 1, repeats: int = 5,
+                    warmup: int = 1, max_seconds: float = 60.0,
+                    sync: Callable[[], None] | None = None) -> list[Timing]:
+    """Time ``sample(batch_size)`` at each batch size.
+
+    Args:
+        sample: makes ``batch_size`` showers; its return value is ignored.
+        batch_sizes: batch sizes, in increasing order.
+        name, backend, device, threads: labels recorded in each :class:`Timing`.
+        repeats: timed calls per batch size (median and interquartile range reported).
+        warmup: untimed calls first (allocations, JIT, caches).
+        max_seconds: budget per batch size; a batch size whose first call already takes
+            longer is measured once, and larger batch sizes are skipped.
+        sync: called after each call (e.g. ``torch.cuda.synchronize``) so that
+            asynchronous devices are timed correctly.
+
+    Returns:
+        One :class:`Timing` per batch size.
+    """
+    results: list[Timing] = []
+    too_slow = False
+    for batch in batch_sizes:
+        if too_slow:
+            results.append(Timing(name, batch, None, None, 0, backend, device, threads,
+                                  f"skipped: a smaller batch exceeded {max_seconds:g} s"))
+            continue
+        for _ in range(warmup):
+            sample(batch)
+            if sync:
+                sync()
+        times = []
+        start_all = time.perf_counter()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sample(batch)
+            if sync:
+                sync()
+            times.append((time.perf_counter() - start) * 1000.0 / batch)
+            if time.perf_counter() - start_all > max_seconds:
+                too_slow = True
+                break
+        q = np.percentile(times, [25, 75]) if len(times) > 1 else (times[0], times[0])
+        results.append(Timing(name, batch, statistics.median(times), float(q[1] - q[0]) / 2,
+                              len(times), backend, device, threads))
+    return results
+
+
+def markdown_table(timings: list[Timing], batch_sizes: list[int],
+                   reference: dict[str, dict[int, float]] | None = None) -> str:
+    """A Markdown table: one row per (name, backend, device), one column per batch size."""
+    header = "| generator | backend | device | threads | " + " | ".join(
+        f"batch {b}" for b in batch_sizes) + " |"
+    lines = [header, "|" + "---|" * (4 + len(batch_sizes))]
+    rows: dict[tuple, dict[int, Timing]] = {}
+    for t in timings:
+        rows.setdefault((t.name, t.backend, t.device, t.threads), {})[t.batch_size] = t
+    for (name, backend, device, threads), by_batch in rows.items():
+        cells = []
+        for b in batch_sizes:
+            t = by_batch.get(b)
+            if t is None or t.ms_per_shower is None:
+                cells.append("-")
+            else:
+                cells.append(f"{_fmt(t.ms_per_shower)} ± {_fmt(t.spread)}")
+        lines.append(f"| {name} | {backend} | {device} | {threads} | " + " | ".join(cells) + " |")
+    for name, by_batch in (reference or {}).items():
+        cells = [_fmt(by_batch[b]) if b in by_batch else "-" for b in batch_sizes]
+        lines.append(f"| {name} | quoted | - | - | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(ms: float) -> str:
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3g}"

@@ -1,0 +1,373 @@
+"""The interface every generative model implements, and the pieces it is built from.
+
+A model family is an :class:`torch.nn.Module` subclass of :class:`GenerativeModel`,
+registered under a name with :func:`caloforge.models.register_model`. It is built from
+``(geometry, config, conditioning)`` and knows the calorimeter only through the geometry.
+The training loop (:mod:`caloforge.train`) owns data order, devices, logging, checkpoints
+and random states; the model owns its networks, its preprocessing, its optimisers and what
+one training step means (a GAN with several critic updates, a flow trained in stages).
+
+Units at the interface are physical: conditions ``(N, n_conditions)`` are the incident
+energy in MeV and, where the geometry has one, the polar angle in degrees; voxels are MeV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from caloforge.data.showers import ShowerSet
+from caloforge.errors import CaloforgeError
+from caloforge.geometry import Geometry
+
+__all__ = ["Config", "ModelConfig", "Conditioning", "GenerativeModel"]
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Turn a YAML value into the type a dataclass field declares (tuples, floats, ...)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except (TypeError, ValueError, CaloforgeError):
+                continue
+        raise CaloforgeError(f"{where}: cannot read {value!r} as {hint}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise CaloforgeError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(args) != len(value):
+            raise CaloforgeError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise CaloforgeError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise CaloforgeError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise CaloforgeError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise CaloforgeError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise CaloforgeError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Base of every frozen configuration dataclass: dicts and YAML in and out.
+
+    Unknown keys are refused with the list of valid ones, so a typo in a YAML file is an
+    error rather than a silently ignored setting.
+    """
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str | None = None):
+        d = dict(d or {})
+        where = where or cls.__name__
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise CaloforgeError(
+                f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(names)}"
+            )
+        kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, section: str | None = None):
+        """Read the config from a YAML file, or from one ``section`` of it."""
+        d = load_yaml(path)
+        if section is not None:
+            d = d.get(section) or {}
+        return cls.from_dict(d, where=f"{path}" + (f" [{section}]" if section else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (YAML/JSON-safe) dict; tuples become lists."""
+
+        def plain(v):
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            return v
+
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes):
+        """A copy with some fields changed (values coerced like YAML input)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing or malformed file is a :class:`CaloforgeError`."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise CaloforgeError(f"config file not found: {path}")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CaloforgeError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(d, dict):
+        raise CaloforgeError(f"{path}: expected a mapping at the top level")
+    return d
+
+
+@dataclass(frozen=True)
+class ModelConfig(Config):
+    """Base of model configurations (each family subclasses it)."""
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """The range of conditions a model was trained on.
+
+    Attributes:
+        names: condition names in the geometry's order (``"energy"``, ``"angle"``).
+        energy: ``(min, max)`` incident energy in MeV seen in training.
+        angle: ``(min, max)`` polar angle in degrees, or ``None``.
+        tolerance: fraction of each range's width by which a request may exceed it
+            (sampling noise means a uniform 1-100 GeV training set spans 1.0004-99.998).
+    """
+
+    names: tuple[str, ...] = ("energy",)
+    energy: tuple[float, float] = (1e3, 1e5)
+    angle: tuple[float, float] | None = None
+    tolerance: float = 0.01
+
+    @classmethod
+    def from_showers(cls, showers: ShowerSet) -> Conditioning:
+        names = tuple(showers.geometry.conditions)
+        e = showers.incident_energy
+        angle = None
+        if "angle" in names and showers.angle is not None:
+            angle = (float(showers.angle.min()), float(showers.angle.max()))
+        return cls(names=names, energy=(float(e.min()), float(e.max())), angle=angle)
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "energy": list(self.energy),
+                "angle": None if self.angle is None else list(self.angle),
+                "tolerance": self.tolerance}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Conditioning:
+        return cls(names=tuple(d["names"]), energy=tuple(float(x) for x in d["energy"]),
+                   angle=None if d.get("angle") is None else tuple(float(x) for x in d["angle"]),
+                   tolerance=float(d.get("tolerance", 0.01)))
+
+    def _bounds(self, lo: float, hi: float) -> tuple[float, float]:
+        slack = self.tolerance * (hi - lo)
+        return lo - slack, hi + slack
+
+    def check_energy(self, lo_mev: float, hi_mev: float) -> None:
+        """Raise a :class:`CaloforgeError` if ``[lo, hi]`` MeV leaves the trained range."""
+        a, b = self._bounds(*self.energy)
+        if lo_mev < a or hi_mev > b:
+            raise CaloforgeError(
+                f"energy {lo_mev / 1e3:g}:{hi_mev / 1e3:g} GeV is outside the trained range "
+                f"{self.energy[0] / 1e3:.4g}:{self.energy[1] / 1e3:.4g} GeV; the model cannot "
+                "extrapolate reliably, ask for energies inside it"
+            )
+
+    def check_angle(self, lo_deg: float, hi_deg: float) -> None:
+        if self.angle is None:
+            raise CaloforgeError("this model was trained without an angle condition")
+        a, b = self._bounds(*self.angle)
+        if lo_deg < a or hi_deg > b:
+            raise CaloforgeError(
+                f"angle {lo_deg:g}:{hi_deg:g} deg is outside the trained range "
+                f"{self.angle[0]:.4g}:{self.angle[1]:.4g} deg"
+            )
+
+    def check(self, conditions: np.ndarray | Tensor) -> None:
+        """Check a ``(N, n_conditions)`` array of conditions (MeV, degrees)."""
+        c = conditions.detach().cpu().numpy() if isinstance(conditions, Tensor) else conditions
+        c = np.asarray(c)
+        if c.ndim != 2 or c.shape[1] != len(self.names):
+            raise CaloforgeError(
+                f"conditions must have shape (N, {len(self.names)}) for {self.names}, "
+                f"got {c.shape}"
+            )
+        if not np.all(np.isfinite(c)):
+            raise CaloforgeError("conditions contain NaN or infinite values")
+        for i, name in enumerate(self.names):
+            if name == "energy":
+                self.check_energy(float(c[:, i].min()), float(c[:, i].max()))
+            elif name == "angle":
+                self.check_angle(float(c[:, i].min()), float(c[:, i].max()))
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every model family.
+
+    Subclasses set ``Config`` (a frozen :class:`ModelConfig` subclass) and implement
+    :meth:`configure_optimizers`, :meth:`training_step` and either :meth:`sample` or the
+    pair :meth:`latent_shape` / :meth:`decode`.
+
+    Args:
+        geometry: the calorimeter readout.
+        config: the family's config (``Config`` instance).
+        conditioning: the conditioning range of the training data.
+
+    Attributes:
+        family: registry name, set by :func:`caloforge.models.register_model`.
+        optimizers: name -> optimiser, filled by :meth:`configure_optimizers`; the loop
+            saves and restores them by name.
+        train_modules: name -> module used for gradient steps. The loop may replace the
+            values by wrapped modules (``DistributedDataParallel``) through
+            :meth:`wrap_modules`; training code calls ``self.train_modules[name]`` and
+            everything else uses the plain submodules.
+    """
+
+    family: ClassVar[str] = ""
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: submodules that take gradient steps (wrapped for DDP by the loop)
+    wrapped_names: ClassVar[tuple[str, ...]] = ()
+    #: the condition sets (geometry.conditions) the family can be built for
+    condition_sets: ClassVar[tuple[tuple[str, ...], ...]] = (("energy",),)
+
+    @classmethod
+    def tiny_config(cls) -> ModelConfig:
+        """A config small enough for the contract tests (a few ms per step); override it."""
+        return cls.Config()
+
+    def __init__(self, geometry: Geometry, config: ModelConfig, conditioning: Conditioning):
+        super().__init__()
+        if tuple(geometry.conditions) not in self.condition_sets:
+            raise CaloforgeError(
+                f"model {self.family!r} cannot condition on {geometry.conditions}; it "
+                f"supports {self.condition_sets}"
+            )
+        if not isinstance(config, self.Config):
+            raise CaloforgeError(
+                f"{type(self).__name__} needs a {self.Config.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.geometry = geometry
+        self.config = config
+        self.conditioning = conditioning
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.train_modules: dict[str, nn.Module] = {}
+        self.run_info: dict[str, Any] = {}
+
+    # ---- building and training -------------------------------------------------------
+
+    @property
+    def n_conditions(self) -> int:
+        return len(self.geometry.conditions)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def prepare(self, showers: ShowerSet) -> None:
+        """Learn data statistics (normalisations) from the training showers, once, before
+        the first step; store them in buffers so checkpoints carry them. Default: nothing."""
+
+    def configure_optimizers(self) -> None:
+        """Create the optimisers into ``self.optimizers`` (called after ``.to(device)``)."""
+        raise NotImplementedError
+
+    def wrap_modules(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Let the loop wrap the gradient-taking submodules (e.g. in DDP), in one place."""
+        self.train_modules = {name: wrap(getattr(self, name)) for name in self.wrapped_names}
+
+    def module(self, name: str) -> nn.Module:
+        """The submodule ``name`` as training should call it (wrapped if the loop wrapped)."""
+        if name in self.train_modules:
+            return self.train_modules[name]
+        return getattr(self, name)
+
+    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, float]:
+        """One training step, optimiser updates included.
+
+        Args:
+            batch: ``voxels`` ``(B, n_voxels)`` MeV and ``conditions`` ``(B, n_conditions)``
+                (energy MeV, angle degrees), on the model's device.
+            step: 1-based step number.
+
+        Returns:
+            Scalar metrics (losses) for logging.
+        """
+        raise NotImplementedError
+
+    def optimizer_state_dict(self) -> dict[str, dict]:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_optimizer_state_dict(self, state: Mapping[str, dict]) -> None:
+        missing = set(self.optimizers) ^ set(state)
+        if missing:
+            raise CaloforgeError(f"checkpoint optimisers {sorted(state)} do not match the "
+                                 f"model's {sorted(self.optimizers)}")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+    # ---- sampling --------------------------------------------------------------------
+
+    def latent_shape(self) -> tuple[int, ...] | None:
+        """Shape of one latent vector, or ``None`` if the model has no explicit latent."""
+        return None
+
+    def draw_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``(n, *latent_shape)`` standard normal latent vectors on the model's device."""
+        shape = self.latent_shape()
+        if shape is None:
+            raise CaloforgeError(f"model {self.family!r} has no latent space")
+        return torch.randn((n, *shape), generator=generator, device=self.device)
+
+    def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
+        """Showers ``(N, n_voxels)`` in MeV from latent vectors and conditions."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, conditions: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Draw one shower per row of ``conditions``, in inference mode (batch norm on
+        running statistics) whatever mode the model is in; a family that overrides this
+        must do the same.
+
+        Args:
+            conditions: ``(N, n_conditions)`` energy in MeV (and angle in degrees).
+            generator: a :class:`torch.Generator` on the model's device for reproducible
+                samples, or ``None`` for the global random state.
+
+        Returns:
+            ``(N, n_voxels)`` non-negative deposits in MeV.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            latent = self.draw_latent(len(conditions), generator)
+            return self.decode(latent, conditions.to(latent.device, torch.float32))
+        finally:
+            self.train(was_training)
+
+    def extra_repr(self) -> str:
+        return f"family={self.family!r}, geometry={self.geometry.name!r}"

@@ -1,0 +1,406 @@
+"""The embedded parametric reference simulator (GFlash-style, pure numpy).
+
+It is fast and behaves like a calorimeter (fluctuating longitudinal and radial profiles,
+photons converting late, Landau-like cell fluctuations, hadron showers with exponential
+first interactions and punch-through), but it is a parametrisation: files and reports call
+it ``"parametric"``, never Geant4.
+
+Each geometry is described by a :class:`Calorimeter`: an effective medium, the depth
+boundaries of its readout layers along the detector normal, cell sizes in mm, and how the
+image is centred. Showers are made as energy spots (see :mod:`._showers`) binned into
+voxels with one ``np.bincount`` per block.
+
+Reproducibility: showers are simulated in blocks of a fixed size, each with its own random
+stream ``SeedSequence(seed, spawn_key=(block,))``, so the same seed gives the same showers
+whatever the chunk size or the number of threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from caloforge.data.showers import ShowerSet
+from caloforge.errors import CaloforgeError
+from caloforge.geometry import Geometry, get_geometry
+from caloforge.simulate._materials import LEAD, LIQUID_ARGON, SILICON, TUNGSTEN, Material, mix
+from caloforge.simulate._showers import (
+    PHOTON_CONVERSION_X0,
+    Spots,
+    em_showers,
+    hadron_showers,
+)
+
+__all__ = ["Calorimeter", "calorimeter", "simulate_chunks", "simulate_block"]
+
+_GEV = 1000.0
+# Largest chunk handed out, in voxel values (float32): 32 M values = 128 MB.
+_MAX_CHUNK_VALUES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Calorimeter:
+    """How the parametric simulator sees a geometry.
+
+    Attributes:
+        geometry: the readout.
+        medium: effective homogeneous medium of the sampling structure.
+        layer_edges: ``(n_layers + 1,)`` readout-layer boundaries in mm along the detector
+            normal, from the point where the primary enters the medium; deposits before
+            the first edge (dead material) or after the last (leakage) are lost.
+        cell_mm: ``(n_layers, 2)`` cell sizes in mm along rows and columns.
+        centring: ``"beam"`` (primary at the grid centre), ``"cell"`` (impact point spread
+            over the central cell, as a cluster centred on its hottest cell) or
+            ``"barycentre"`` (image centred on the shower's energy barycentre).
+        jitter_mm: half-width of the uniform impact-point spread (rows, cols) in mm.
+        spots_per_gev, spots_power: spot count ``per_gev * (E/GeV)**power`` of an EM shower.
+        t_max_shift: shift of the mean depth of the EM shower maximum in X0, a calibration
+            of the effective-medium profile to a geometry's full-simulation layer
+            fractions (0: GFlash as published).
+        depth_spread, depth_uniform, radius_spread: how much broader than the energy the
+            spots are spread (see :func:`._showers.em_showers`); sets the halo's sparsity.
+        resolution: stochastic term a of the total-deposit fluctuation, ``a / sqrt(E/GeV)``.
+        loss: mean fraction of the energy escaping backwards (albedo).
+        block_size: showers per random stream (fixes reproducibility; do not change).
+    """
+
+    geometry: Geometry
+    medium: Material
+    layer_edges: tuple[float, ...]
+    cell_mm: tuple[tuple[float, float], ...]
+    centring: str = "beam"
+    jitter_mm: tuple[float, float] = (0.0, 0.0)
+    spots_per_gev: float = 30.0
+    spots_power: float = 0.65
+    t_max_shift: float = 0.0
+    depth_spread: float = 0.6
+    depth_uniform: float = 0.1
+    radius_spread: float = 1.6
+    resolution: float = 0.03
+    loss: float = 0.008
+    block_size: int = 1000
+
+    @property
+    def depth(self) -> float:
+        return float(self.layer_edges[-1])
+
+
+def _calogan(geometry: Geometry) -> Calorimeter:
+    # 80 x (2 mm Pb + 4 mm LAr), z in [-240, 240] mm; the readout layer of a deposit is
+    # set by its z; the shower starts at the front face.
+    medium = mix([(LEAD, 2.0), (LIQUID_ARGON, 4.0)], "Pb/LAr")
+    front = -240.0
+    edges = [layer.depth[0] - front for layer in geometry.layers]
+    edges.append(geometry.layers[-1].depth[1] - front)
+    # t_max_shift: the effective-medium GFlash profile, 0.35 X0 deeper, gives the
+    # published Geant4 e+ layer fractions of this geometry (0.19 / 0.80 / 0.002).
+    return Calorimeter(geometry, medium, tuple(edges),
+                       tuple(layer.cell_size for layer in geometry.layers),
+                       spots_per_gev=45.0, t_max_shift=0.35, depth_spread=0.4,
+                       depth_uniform=0.15, radius_spread=3.0)
+
+
+def _atlas89(geometry: Geometry) -> Calorimeter:
+    # Lead/LAr accordion as an effective medium; depths are in X0 from the front of the
+    # ~2 X0 of dead material (cryostat, solenoid) that precedes the presampler.
+    medium = mix([(LEAD, 1.5), (LIQUID_ARGON, 4.2)], "Pb/LAr accordion")
+    x0 = medium.radiation_length
+    edges = [layer.depth[0] * x0 for layer in geometry.layers]
+    edges.append(geometry.layers[-1].depth[1] * x0)
+    # eta x phi cells at eta ~ 0: d_x = R d_eta, d_y = R d_phi, R the radius at the
+    # layer's mid-depth, the calorimeter starting at R = 1.5 m.
+    cells = []
+    for layer in geometry.layers:
+        radius = 1500.0 + ((layer.depth[0] + layer.depth[1]) / 2 - edges[0] / x0) * x0
+        cells.append((layer.cell_size[0] * radius, layer.cell_size[1] * radius))
+    middle = cells[2]
+    return Calorimeter(geometry, medium, tuple(edges), tuple(cells), centring="cell",
+                       jitter_mm=(middle[0] / 2, middle[1] / 2), spots_per_gev=30.0)
+
+
+def _clic51(geometry: Geometry) -> Calorimeter:
+    # Si-W ECAL: per 5.1 mm layer ~3 mm of W and ~2.1 mm of silicon, readout and support
+    # (taken as silicon), 0.88 X0 per layer, ~22 X0 in all.
+    medium = mix([(TUNGSTEN, 3.0), (SILICON, 2.1)], "W/Si")
+    edges = [layer.depth[0] for layer in geometry.layers]
+    edges.append(geometry.layers[-1].depth[1])
+    return Calorimeter(geometry, medium, tuple(edges),
+                       tuple(layer.cell_size for layer in geometry.layers),
+                       centring="barycentre", jitter_mm=(2.55, 2.55), spots_per_gev=400.0,
+                       spots_power=0.6, block_size=50)
+
+
+_BUILDERS = {"calogan": _calogan, "atlas89": _atlas89, "clic51": _clic51}
+
+
+@cache
+def _calorimeter_by_name(name: str) -> Calorimeter:
+    geometry = get_geometry(name)
+    try:
+        return _BUILDERS[name](geometry)
+    except KeyError:
+        known = ", ".join(sorted(_BUILDERS))
+        raise CaloforgeError(
+            f"the parametric simulator has no model of geometry {name!r}; it knows {known}"
+        ) from None
+
+
+def calorimeter(geometry: Geometry | str) -> Calorimeter:
+    """The parametric simulator's description of a geometry."""
+    return _calorimeter_by_name(get_geometry(geometry).name)
+
+
+def _bin(cal: Calorimeter, m: int, spots: Spots, angle: np.ndarray | None,
+         offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel energies ``(m, n_voxels)`` and overflow ``(m, n_layers)`` in MeV."""
+    g = cal.geometry
+    n_layers, n_voxels = g.n_layers, g.n_voxels
+    f32 = np.float32
+    k = spots.shower
+    if angle is None:
+        z, a = spots.s, spots.u
+    else:
+        # theta = 90 deg is perpendicular incidence; the axis tilts in the rows-depth plane.
+        th = np.radians(angle).astype(f32)[k]
+        sin, cos = np.sin(th), np.cos(th)
+        z = spots.s * sin - spots.u * cos
+        a = spots.s * cos + spots.u * sin
+    a = a + offset[k, 0]
+    b = spots.v + offset[k, 1]
+    layer = _layer_index(cal, z)
+    # Per-shower bins: the voxels, then one overflow bin per layer, then one bin for
+    # deposits outside the readout depth (dead material, leakage), dropped afterwards.
+    stride = n_voxels + n_layers + 1
+    valid = (layer >= 0) & (layer < n_layers)
+    layer = np.where(valid, layer, 0)
+    shape = np.array([lay.shape for lay in g.layers], dtype=np.int32)
+    inv_cell = (1.0 / np.asarray(cal.cell_mm, dtype=np.float64)).astype(f32)
+    half1 = (shape / 2.0 + 1.0).astype(f32)
+    # Cell index = floor(position / cell + n / 2); computed as a truncation of a value
+    # shifted by +1 and clipped at 0 (cheaper than floor; anything below 0 is outside),
+    # and at 1e6 so that far-away spots cannot overflow int32.
+    big = f32(1e6)
+    ia = np.clip(a * inv_cell[layer, 0] + half1[layer, 0], 0, big).astype(np.int32) - 1
+    ib = np.clip(b * inv_cell[layer, 1] + half1[layer, 1], 0, big).astype(np.int32) - 1
+    rows, cols = shape[layer, 0], shape[layer, 1]
+    inside = (ia >= 0) & (ia < rows) & (ib >= 0) & (ib < cols)
+    offsets = np.asarray(g.layer_offsets[:-1], dtype=np.int32)
+    local = np.where(inside, offsets[layer] + ia * cols + ib, np.int32(n_voxels) + layer)
+    local = np.where(valid, local, np.int32(stride - 1))
+    flat = k.astype(np.int64) * stride + local
+    sums = np.bincount(flat, weights=spots.energy, minlength=m * stride).reshape(m, stride)
+    return (sums[:, :n_voxels].astype(f32),
+            sums[:, n_voxels:n_voxels + n_layers].astype(f32))
+
+
+def _layer_index(cal: Calorimeter, z: np.ndarray) -> np.ndarray:
+    """Readout layer of each depth ``z`` (mm); -1 before the first, n_layers after."""
+    edges = np.asarray(cal.layer_edges, dtype=np.float64)
+    widths = np.diff(edges)
+    if len(widths) > 4 and np.allclose(widths, widths[0]):
+        layer = np.floor((z - edges[0]) * np.float32(1.0 / widths[0]))
+        return np.clip(layer, -1, len(widths)).astype(np.int32)
+    if len(widths) <= 4:
+        layer = np.full(len(z), -1, dtype=np.int32)
+        for edge in edges.astype(np.float32):
+            layer += z >= edge
+        return layer
+    return (np.searchsorted(edges.astype(np.float32), z, side="right") - 1).astype(np.int32)
+
+
+def _centre(cal: Calorimeter, rng: np.random.Generator, m: int, spots: Spots,
+            angle: np.ndarray | None) -> np.ndarray:
+    """Transverse offset ``(m, 2)`` in mm added to every spot of a shower."""
+    jitter = (rng.random((m, 2)) * 2.0 - 1.0) * np.asarray(cal.jitter_mm)
+    if cal.centring != "barycentre":
+        return jitter.astype(np.float32)
+    # Energy barycentre of the deposits inside the calorimeter depth.
+    k, e = spots.shower, spots.energy.astype(np.float64)
+    if angle is None:
+        z, a = spots.s, spots.u
+    else:
+        th = np.radians(angle)[k]
+        z = spots.s * np.sin(th) - spots.u * np.cos(th)
+        a = spots.s * np.cos(th) + spots.u * np.sin(th)
+    w = np.where((z >= cal.layer_edges[0]) & (z < cal.depth), e, 0.0)
+    norm = np.maximum(np.bincount(k, weights=w, minlength=m), 1e-12)
+    bary_a = np.bincount(k, weights=w * a, minlength=m) / norm
+    bary_b = np.bincount(k, weights=w * spots.v, minlength=m) / norm
+    return (jitter - np.stack([bary_a, bary_b], axis=1)).astype(np.float32)
+
+
+def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
+                   angle: np.ndarray | None, rng: np.random.Generator) -> ShowerSet:
+    """Simulate one block of showers.
+
+    Args:
+        cal: the calorimeter.
+        particle: ``"eplus"``, ``"eminus"``, ``"gamma"`` or ``"piplus"``.
+        energy: ``(m,)`` incident energies in MeV.
+        angle: ``(m,)`` polar angles in degrees (90 = perpendicular), or ``None``.
+        rng: the block's random generator.
+    """
+    m = len(energy)
+    medium = cal.medium
+    e_gev = energy / _GEV
+    if particle in ("eplus", "eminus", "gamma"):
+        if particle == "gamma":
+            start = rng.exponential(PHOTON_CONVERSION_X0 * medium.radiation_length, m)
+        else:
+            start = np.zeros(m)
+        deposit = energy * (1.0 - _em_losses(cal, e_gev, rng))
+        spots = em_showers(rng, energy, start, medium, cal.spots_per_gev, cal.spots_power,
+                           deposit=deposit, depth=cal.depth / _min_sin(angle),
+                           depth_spread=cal.depth_spread, depth_uniform=cal.depth_uniform,
+                           radius_spread=cal.radius_spread, t_max_shift=cal.t_max_shift)
+    elif particle in ("piplus", "piminus"):
+        spots, _ = hadron_showers(rng, energy, medium, cal.depth / _min_sin(angle),
+                                  spots_per_gev=cal.spots_per_gev,
+                                  em_spots_per_gev=cal.spots_per_gev,
+                                  spots_power=cal.spots_power)
+    else:
+        raise CaloforgeError(f"the parametric simulator does not know particle {particle!r}")
+    offset = _centre(cal, rng, m, spots, angle)
+    voxels, overflow = _bin(cal, m, spots, angle, offset)
+    g = cal.geometry
+    return ShowerSet(g, voxels, energy.astype(np.float32),
+                     angle=None if angle is None else angle.astype(np.float32),
+                     overflow=overflow if g.has_overflow else None)
+
+
+def _em_losses(cal: Calorimeter, e_gev: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Fraction of an EM shower's energy that is not deposited (albedo, escaping soft
+    photons), ``(m,)``: never negative, so the deposit never exceeds the incident energy.
+
+    Gamma-distributed with standard deviation ``resolution / sqrt(E/GeV)`` (+) 0.2%
+    (the stochastic term of the total deposit) and mean ``loss`` plus half of that.
+    """
+    sigma = np.hypot(cal.resolution / np.sqrt(e_gev), 0.002)
+    mean = cal.loss + 0.5 * sigma
+    shape = (mean / sigma) ** 2
+    return np.minimum(rng.gamma(shape, sigma**2 / mean), 1.0)
+
+
+def _min_sin(angle: np.ndarray | None) -> float:
+    if angle is None or len(angle) == 0:
+        return 1.0
+    return float(max(np.min(np.sin(np.radians(angle))), 0.1))
+
+
+def _block(cal: Calorimeter, particle: str, m: int, energy_range: tuple[float, float],
+           angle_range: tuple[float, float] | None, seed: int, index: int) -> ShowerSet:
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(index,)))
+    energy = rng.uniform(energy_range[0], energy_range[1], m) * _GEV
+    angle = None if angle_range is None else rng.uniform(angle_range[0], angle_range[1], m)
+    return simulate_block(cal, particle, energy, angle, rng)
+
+
+def _threads() -> int:
+    env = os.environ.get("CALOFORGE_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))
+
+
+def simulate_chunks(geometry: Geometry | str, particle: str, n: int,
+                    energy_range: tuple[float, float] | None = None,
+                    angle_range: tuple[float, float] | None = None, seed: int = 0,
+                    chunk_size: int = 10_000, threads: int | None = None
+                    ) -> Iterator[ShowerSet]:
+    """Simulate ``n`` showers with the parametric engine, in chunks.
+
+    Args:
+        geometry: geometry or its name (``calogan``, ``atlas89``, ``clic51``).
+        particle: ``eplus``, ``gamma``, ``piplus`` (calogan), ``gamma`` (atlas89),
+            ``eminus`` (clic51).
+        n: number of showers.
+        energy_range: ``(low, high)`` incident energy in GeV, sampled uniformly
+            (default: the geometry's range). Not validated here: :func:`simulate` does.
+        angle_range: ``(low, high)`` polar angle in degrees (90 = perpendicular), sampled
+            uniformly (default: the geometry's range); ignored without an angle condition.
+        seed: random seed; the same seed gives the same showers whatever ``chunk_size``
+            and ``threads``.
+        chunk_size: at most this many showers per chunk (also capped at ~128 MB).
+        threads: worker threads (default: ``$CALOFORGE_THREADS`` or the usable cores, up
+            to 4).
+
+    Yields:
+        ShowerSet chunks (MeV) with ``meta["generator"] = "parametric"``.
+    """
+    cal = calorimeter(geometry)
+    if particle not in cal.geometry.particles:
+        raise CaloforgeError(
+            f"unknown particle {particle!r} for geometry {cal.geometry.name!r}; "
+            f"choose from {', '.join(cal.geometry.particles)}"
+        )
+    g = cal.geometry
+    energy_range = tuple(energy_range or g.energy_range)
+    if "angle" in g.conditions:
+        angle_range = tuple(angle_range or g.angle_range)
+    else:
+        angle_range = None
+    n = int(n)
+    chunk_size = max(1, min(int(chunk_size), _MAX_CHUNK_VALUES // cal.geometry.n_voxels))
+    sizes = [min(cal.block_size, n - lo) for lo in range(0, n, cal.block_size)]
+    threads = threads or _threads()
+    meta = {"particle": particle, "generator": "parametric", "seed": int(seed)}
+
+    def blocks() -> Iterator[ShowerSet]:
+        args = [(cal, particle, m, energy_range, angle_range, seed, i)
+                for i, m in enumerate(sizes)]
+        if threads == 1 or len(args) == 1:
+            for a in args:
+                yield _block(*a)
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            # Keep a bounded number of blocks in flight, in order.
+            pending = [pool.submit(_block, *a) for a in args[:2 * threads]]
+            nxt = len(pending)
+            while pending:
+                result = pending.pop(0).result()
+                if nxt < len(args):
+                    pending.append(pool.submit(_block, *args[nxt]))
+                    nxt += 1
+                yield result
+
+    buffer: list[ShowerSet] = []
+    buffered = 0
+    for block in blocks():
+        buffer.append(block)
+        buffered += len(block)
+        while buffered >= chunk_size:
+            chunk, buffer = _take(buffer, chunk_size)
+            buffered -= chunk_size
+            chunk.meta.update(meta)
+            yield chunk
+    if buffered:
+        chunk, _ = _take(buffer, buffered)
+        chunk.meta.update(meta)
+        yield chunk
+
+
+def _take(buffer: list[ShowerSet], k: int) -> tuple[ShowerSet, list[ShowerSet]]:
+    """The first ``k`` showers of a list of sets, and what remains."""
+    from caloforge.data.showers import concatenate
+
+    taken, rest, need = [], [], k
+    for i, s in enumerate(buffer):
+        if need == 0:
+            rest = buffer[i:]
+            break
+        if len(s) <= need:
+            taken.append(s)
+            need -= len(s)
+        else:
+            taken.append(s[:need])
+            rest = [s[need:], *buffer[i + 1:]]
+            need = 0
+            break
+    out = taken[0] if len(taken) == 1 else concatenate(taken)
+    return out, rest

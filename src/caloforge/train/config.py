@@ -1,0 +1,77 @@
+"""Training-loop settings and the run config file (YAML).
+
+A run config file has two optional sections, one for the loop and one for the model::
+
+    train:
+      batch_size: 128
+      max_steps: 2000
+    model:
+      latent_size: 128
+
+Values given on the command line override the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from caloforge.errors import CaloforgeError
+from caloforge.models.base import Config, load_yaml
+
+__all__ = ["TrainConfig", "load_run_config"]
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Settings of the training loop (model settings live in the model's config).
+
+    Attributes:
+        batch_size: showers per step (per process under torchrun).
+        max_steps: total number of training steps.
+        checkpoint_every: write ``RUNDIR/checkpoint.pt`` every this many steps (and at
+            the end).
+        log_every: write a line to ``RUNDIR/log.jsonl`` every this many steps.
+        seed: seeds the model's initial weights, the data order and the training noise.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``"auto"`` takes CUDA if present.
+        num_workers: DataLoader worker processes (0: load in the training process).
+        num_threads: torch CPU threads (``None``: torch's default).
+        max_showers: use only the first this many showers of the file (``None``: all).
+        tensorboard: also write TensorBoard events to ``RUNDIR/tensorboard`` when
+            TensorBoard is installed.
+        progress: show a progress bar.
+    """
+
+    batch_size: int = 128
+    max_steps: int = 2000
+    checkpoint_every: int = 250
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    num_threads: int | None = None
+    max_showers: int | None = None
+    tensorboard: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_steps", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise CaloforgeError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise CaloforgeError("train.num_workers must be >= 0")
+
+
+def load_run_config(path: str | Path | None) -> tuple[dict, dict]:
+    """Read a run config file into ``(train_section, model_section)`` dicts (both empty if
+    ``path`` is ``None``); unknown top-level sections are an error."""
+    if path is None:
+        return {}, {}
+    d = load_yaml(path)
+    unknown = sorted(set(d) - {"train", "model"})
+    if unknown:
+        raise CaloforgeError(
+            f"{path}: unknown section(s) {', '.join(unknown)}; a run config has 'train' "
+            "and 'model'"
+        )
+    return dict(d.get("train") or {}), dict(d.get("model") or {})

@@ -1,0 +1,335 @@
+"""The one training loop every model family runs in.
+
+:func:`train` turns a shower file and configs into a run directory; :func:`fit` is the
+loop itself. Per run directory:
+
+- ``checkpoint.pt``: see :mod:`caloforge.train.checkpoint`; written every
+  ``checkpoint_every`` steps and at the end, by rank 0 only.
+- ``log.jsonl``: one JSON object per ``log_every`` steps (step, epoch, wall time,
+  showers per second and the model's metrics averaged since the last line).
+- ``tensorboard/``: the same metrics, when TensorBoard is installed.
+
+Resuming restores weights, optimisers and random states and continues the data order at
+the next step, so a killed run resumed from its last checkpoint ends with the same
+weights as a run that was never interrupted.
+
+Distributed training (torchrun): the process group is used if it is initialised; the
+loop then gives each rank its share of every batch, wraps the model's gradient-taking
+modules once (:func:`wrap_distributed`) and lets only rank 0 log and checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from caloforge.data.formats import read_showers
+from caloforge.data.showers import ShowerSet
+from caloforge.errors import CaloforgeError
+from caloforge.models import Conditioning, GenerativeModel, build_model, get_model_class
+from caloforge.train.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from caloforge.train.config import TrainConfig
+from caloforge.train.data import ShowerDataset, StepBatchSampler, collate_batch
+
+__all__ = ["train", "fit", "resolve_device", "seed_everything", "wrap_distributed",
+           "distributed_info"]
+
+LOG_NAME = "log.jsonl"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA if available else CPU; a CUDA request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CaloforgeError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CaloforgeError(
+            f"device {name!r} requested but CUDA is not available to torch "
+            f"({torch.__version__}); use --device cpu"
+        )
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python's ``random``."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def distributed_info() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside torchrun."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def wrap_distributed(model: GenerativeModel, device: torch.device) -> None:
+    """The single place where modules are wrapped for multi-process training."""
+    _, world_size = distributed_info()
+    if world_size == 1:
+        return
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    model.wrap_modules(lambda m: DistributedDataParallel(m, device_ids=ids))
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class _Logger:
+    """JSONL (and TensorBoard) logging, rank 0 only."""
+
+    def __init__(self, rundir: Path, start_step: int, tensorboard: bool, enabled: bool):
+        self.enabled = enabled
+        self.path = rundir / LOG_NAME
+        self.writer = None
+        if not enabled:
+            return
+        if start_step > 0 and self.path.exists():
+            # drop lines a killed run wrote after its last checkpoint
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        elif start_step == 0:
+            self.path.write_text("")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # TensorBoard is optional
+                pass
+            else:
+                self.writer = SummaryWriter(str(rundir / "tensorboard"), purge_step=start_step + 1)
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
+        rundir: str | Path, *, particle: str, data: dict | None = None,
+        resume_from: dict | None = None,
+        on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict:
+    """Run the training loop.
+
+    Args:
+        model: the model, on its device, with optimisers configured (and, when resuming,
+            weights and optimiser states loaded).
+        dataset: the training showers.
+        config: loop settings.
+        rundir: run directory for checkpoint, log and TensorBoard events.
+        particle: stored in checkpoints.
+        data: description of the training data stored in checkpoints.
+        resume_from: the checkpoint dict to continue from (its step and random states).
+        on_step: called as ``on_step(step, metrics)`` after every step (and after any
+            checkpoint of that step).
+
+    Returns:
+        ``{"step", "elapsed_s", "metrics"}`` (metrics of the last step).
+    """
+    rundir = Path(rundir)
+    rank, world_size = distributed_info()
+    main = rank == 0
+    device = model.device
+    start_step = int(resume_from["step"]) if resume_from else 0
+    elapsed_before = float(resume_from.get("elapsed_s", 0.0)) if resume_from else 0.0
+    if start_step >= config.max_steps:
+        raise CaloforgeError(
+            f"{rundir} is already at step {start_step} >= max_steps {config.max_steps}; "
+            "pass a larger --max-steps to continue training"
+        )
+    sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, config.max_steps,
+                               start_step, rank, world_size)
+    # the loader gets its own generator so that creating it never draws from (and shifts)
+    # the global random state the model trains with
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch,
+                        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(config.seed))
+    wrap_distributed(model, device)
+    if resume_from is not None:
+        set_rng_state(resume_from["rng"])
+    model.train()
+
+    logger = _Logger(rundir, start_step, config.tensorboard, main)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.max_steps, initial=start_step, unit="step",
+               desc=f"train {model.family}", disable=not (config.progress and main),
+               dynamic_ncols=True)
+    sums: dict[str, float] = defaultdict(float)
+    count, metrics, step = 0, {}, start_step
+    t_start = time.perf_counter()
+    t_log = t_start
+    try:
+        for step, batch in enumerate(loader, start=start_step + 1):
+            metrics = model.training_step(_to_device(batch, device), step)
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise CaloforgeError(
+                    f"training diverged at step {step}: {', '.join(bad)} not finite; lower "
+                    f"the learning rate or check the data (last checkpoint: "
+                    f"{rundir / CHECKPOINT_NAME})"
+                )
+            for k, v in metrics.items():
+                sums[k] += v
+            count += 1
+            if step % config.log_every == 0 or step == config.max_steps:
+                now = time.perf_counter()
+                record = {"step": step, "epoch": (step * config.batch_size * world_size)
+                          / len(dataset),
+                          "time_s": round(elapsed_before + now - t_start, 3),
+                          "showers_per_s": round(count * config.batch_size * world_size
+                                                 / max(now - t_log, 1e-9), 2),
+                          **{k: v / count for k, v in sums.items()}}
+                logger.log(record)
+                bar.set_postfix({k: f"{v / count:.3g}" for k, v in sums.items()
+                                 if k in _SHOWN}, refresh=False)
+                sums.clear()
+                count, t_log = 0, now
+            bar.update(1)
+            if main and (step % config.checkpoint_every == 0 or step == config.max_steps):
+                save_checkpoint(rundir, model, config, step, particle=particle, data=data,
+                                elapsed_s=elapsed_before + time.perf_counter() - t_start)
+            if on_step is not None:
+                on_step(step, metrics)
+    finally:
+        bar.close()
+        logger.close()
+    return {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+            "metrics": metrics}
+
+
+_SHOWN = {"d_loss_real", "d_loss_fake", "g_loss", "loss", "nll", "g_energy_mae_gev"}
+
+
+def _read_training_showers(path: str | Path, max_showers: int | None) -> ShowerSet:
+    showers = read_showers(path, n=max_showers)
+    showers.check_finite(str(path))
+    return showers
+
+
+def train(family: str, data_path: str | Path, rundir: str | Path, *,
+          train_config: TrainConfig | dict | None = None,
+          model_config: dict | None = None, resume: bool = False,
+          on_step: Callable[[int, dict[str, float]], None] | None = None,
+          log: Callable[[str], None] | None = print) -> dict:
+    """Train model ``family`` on a shower file into ``rundir`` (or resume it).
+
+    Args:
+        family: registered model name (``"calogan"``, ...).
+        data_path: training showers (any format :func:`read_showers` reads).
+        rundir: run directory; must not hold a checkpoint unless ``resume``.
+        train_config: loop settings (a :class:`TrainConfig` or a dict of overrides).
+            When resuming, the checkpoint's settings are used and only ``max_steps``,
+            ``checkpoint_every``, ``log_every``, ``device``, ``num_workers``,
+            ``num_threads``, ``tensorboard`` and ``progress`` may be overridden.
+        model_config: model settings (dict); ignored when resuming.
+        resume: continue the run in ``rundir`` from its checkpoint.
+        on_step: see :func:`fit`.
+        log: where to print one-line messages (``None``: silent).
+
+    Returns:
+        The summary of :func:`fit` plus ``rundir``.
+    """
+    rundir = Path(rundir)
+    say = log or (lambda _msg: None)
+    overrides = (train_config.to_dict() if isinstance(train_config, TrainConfig)
+                 else dict(train_config or {}))
+    resume_from = None
+    if resume:
+        resume_from = load_checkpoint(rundir)
+        if resume_from["family"] != family:
+            raise CaloforgeError(
+                f"{rundir} holds a {resume_from['family']!r} run, not {family!r}"
+            )
+        mutable = {"max_steps", "checkpoint_every", "log_every", "device", "num_workers",
+                   "num_threads", "tensorboard", "progress"}
+        base = TrainConfig.from_dict(resume_from["train_config"])
+        changed = {k: v for k, v in overrides.items()
+                   if k in mutable or v == base.to_dict().get(k)}
+        refused = sorted(set(overrides) - set(changed))
+        if refused:
+            raise CaloforgeError(
+                f"cannot change {', '.join(refused)} when resuming; the run was trained "
+                f"with {', '.join(f'{k}={base.to_dict()[k]}' for k in refused)}"
+            )
+        config = base.replace(**changed)
+        data_path = data_path or resume_from["data"].get("path")
+    else:
+        if (rundir / CHECKPOINT_NAME).exists():
+            raise CaloforgeError(
+                f"{rundir} already holds a run; pass --resume to continue it or choose "
+                "another --out"
+            )
+        config = TrainConfig.from_dict(overrides)
+        get_model_class(family)  # an unknown family fails before the data are read
+    if data_path is None:
+        raise CaloforgeError("no training data given (--data FILE.h5)")
+
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    showers = _read_training_showers(data_path, config.max_showers)
+    particle = showers.particle
+    data = {"path": str(Path(data_path).resolve()), "n": len(showers),
+            "generator": showers.meta.get("generator", "unknown")}
+    seed_everything(config.seed)
+    if resume_from is not None:
+        if showers.geometry.to_dict() != resume_from["geometry"]:
+            raise CaloforgeError(f"{data_path} is not in the geometry the run was trained on")
+        model = model_from_checkpoint(resume_from, device)
+        particle = resume_from["particle"]
+        model.configure_optimizers()
+        model.load_optimizer_state_dict(resume_from["optimizer_state"])
+        say(f"resuming {family} in {rundir} from step {resume_from['step']}")
+    else:
+        conditioning = Conditioning.from_showers(showers)
+        model = build_model(family, showers.geometry, model_config, conditioning)
+        model.prepare(showers)
+        model.to(device)
+        model.configure_optimizers()
+        rundir.mkdir(parents=True, exist_ok=True)
+        n_params = sum(p.numel() for p in model.parameters())
+        say(f"training {family} ({n_params / 1e6:.2f}M parameters) on {len(showers)} "
+            f"{particle} showers from {data_path}, {config.max_steps} steps of "
+            f"{config.batch_size} on {device} ({torch.get_num_threads()} threads) -> {rundir}")
+    summary = fit(model, ShowerDataset(showers), config, rundir, particle=particle, data=data,
+                  resume_from=resume_from, on_step=on_step)
+    say(f"done: step {summary['step']}, {summary['elapsed_s']:.0f} s of training; "
+        f"checkpoint {rundir / CHECKPOINT_NAME}")
+    summary["rundir"] = rundir
+    return summary
