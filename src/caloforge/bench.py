@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Timing", "hardware", "time_per_shower", "markdown_table", "SEED_FIGURES"]
+__all__ = ["Timing", "hardware", "time_per_shower", "markdown_table", "SEED_FIGURES",
+           "model_sampler", "onnx_sampler", "simulator_sampler", "bench_runs"]
 
 # Per-shower times quoted by the seed documents (ms), for the table's reference rows.
 SEED_FIGURES = {
@@ -157,6 +158,149 @@ def markdown_table(timings: list[Timing], batch_sizes: list[int],
 def _fmt(ms: float) -> str:
     if ms >= 100:
         return f"{ms:.0f}"
-    if ms >= 1:
-        return f"{ms:.2f}"
     return f"{ms:.3g}"
+
+
+def _conditions(model, n: int, seed: int = 0) -> np.ndarray:
+    """``(n, n_conditions)`` float32 conditions spread uniformly over the trained range."""
+    rng = np.random.default_rng(seed)
+    cond = model.conditioning
+    cols = [rng.uniform(*(cond.energy if name == "energy" else cond.angle), n)
+            for name in cond.names]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def model_sampler(model, max_batch: int, device: str = "cpu") -> tuple[Callable, Callable]:
+    """``(sample, sync)`` for a model in PyTorch: ``sample(b)`` draws latent noise and
+    decodes ``b`` showers (conditions prepared beforehand, as a simulation framework has
+    them), ``sync`` waits for an asynchronous device."""
+    import torch
+
+    model = model.to(device).eval()
+    conditions = torch.from_numpy(_conditions(model, max_batch)).to(device)
+
+    def sample(b: int) -> None:
+        with torch.inference_mode():
+            model.sample(conditions[:b])
+
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else None
+    return sample, sync
+
+
+def onnx_sampler(model, onnx_path, max_batch: int, threads: int,
+                 device: str = "cpu") -> Callable:
+    """``sample(b)`` for the ONNX export of ``model`` run by onnxruntime (noise drawn with
+    numpy, as a C++ hook would draw it)."""
+    from caloforge.export import onnx_session
+
+    session = onnx_session(onnx_path, threads=threads, device=device)
+    conditions = _conditions(model, max_batch)
+    latent_shape = tuple(model.latent_shape())
+    rng = np.random.default_rng(0)
+
+    def sample(b: int) -> None:
+        latent = rng.standard_normal((b, *latent_shape), dtype=np.float32)
+        session.run(["showers"], {"latent": latent, "conditions": conditions[:b]})
+
+    return sample
+
+
+def simulator_sampler(geometry, particle: str, energy_range=None) -> Callable:
+    """``sample(b)`` for the embedded parametric simulator (numpy, in memory)."""
+    from caloforge.simulate import simulate_showers
+
+    seeds = iter(range(1, 1 << 30))
+
+    def sample(b: int) -> None:
+        simulate_showers(geometry, particle, b, energy_range=energy_range, seed=next(seeds),
+                         chunk_size=max(b, 1))
+
+    return sample
+
+
+def bench_runs(rundirs: list[str], batch_sizes: list[int], *, backends=("torch",),
+               device: str = "cpu", threads: int = 1, repeats: int = 5,
+               max_seconds: float = 60.0, simulator: bool = True, geant4: int = 0,
+               workdir: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Time every run (and the reference simulators) side by side in this process.
+
+    Args:
+        rundirs: trained run directories.
+        batch_sizes: batch sizes, increasing.
+        backends: ``"torch"`` and/or ``"onnxruntime"`` (exports each model to ``workdir``).
+        device: ``"cpu"`` or ``"cuda"``.
+        threads: intra-op threads for torch, onnxruntime and the parametric simulator.
+        repeats, max_seconds: see :func:`time_per_shower`.
+        simulator: also time the parametric simulator for each (geometry, particle).
+        geant4: Geant4 showers to time for calogan runs (0: none); skipped with a note when
+            geant4-pybind or its data are missing.
+        workdir: folder for ONNX exports (default: a temporary folder).
+        log: progress messages.
+
+    Returns:
+        ``{"hardware", "batch_sizes", "timings": [Timing dicts], "notes": [str]}``.
+    """
+    import tempfile
+
+    import torch
+
+    from caloforge.errors import CaloforgeError
+    from caloforge.train import load_run
+
+    torch.set_num_threads(threads)
+    os.environ["CALOFORGE_THREADS"] = str(threads)
+    timings: list[Timing] = []
+    notes: list[str] = []
+    refs: dict[tuple[str, str], object] = {}  # (geometry name, particle) -> geometry
+    dev_label = device if device == "cpu" else torch.cuda.get_device_name(0)
+    tmp = tempfile.TemporaryDirectory(prefix="caloforge-bench-") if workdir is None else None
+    workdir = workdir or tmp.name
+    common = {"repeats": repeats, "max_seconds": max_seconds, "threads": threads}
+    try:
+        for i, rundir in enumerate(rundirs):
+            model = load_run(rundir, device=device)
+            particle = model.run_info.get("particle") or "?"
+            name = f"{model.family} {particle} ({rundir})"
+            if particle in model.geometry.particles:
+                refs.setdefault((model.geometry.name, particle), model.geometry)
+            if "torch" in backends:
+                log(f"timing {name} with torch on {dev_label}")
+                sample, sync = model_sampler(model, max(batch_sizes), device)
+                timings += time_per_shower(sample, batch_sizes, name=name, backend="torch",
+                                           device=dev_label, sync=sync, **common)
+            if "onnxruntime" in backends:
+                from caloforge.export import export_onnx
+
+                path = os.path.join(workdir, f"model{i}.onnx")
+                log(f"exporting {name} to ONNX and timing it with onnxruntime")
+                export_onnx(model, path, check=False)
+                sample = onnx_sampler(model, path, max(batch_sizes), threads, device)
+                timings += time_per_shower(sample, batch_sizes, name=name,
+                                           backend="onnxruntime", device=dev_label, **common)
+        if not refs:
+            from caloforge.geometry import get_geometry
+
+            refs[("calogan", "eplus")] = get_geometry("calogan")
+        for (_, particle), geometry in refs.items():
+            if simulator:
+                log(f"timing the parametric simulator, {geometry.name} {particle}")
+                timings += time_per_shower(
+                    simulator_sampler(geometry, particle), batch_sizes,
+                    name=f"parametric simulator {geometry.name} {particle}", backend="numpy",
+                    device="cpu", **common)
+            if geant4 and geometry.name == "calogan":
+                log(f"timing Geant4 (FTFP_BERT), {geant4} {particle} showers")
+                try:
+                    from caloforge.simulate.geant4 import time_geant4_shower
+
+                    ms = time_geant4_shower(geant4, particle)
+                    timings.append(Timing(f"Geant4 FTFP_BERT calogan {particle}", 1, ms, None,
+                                          geant4, "geant4", "cpu", 1, "serial run manager"))
+                except (CaloforgeError, ImportError) as err:
+                    notes.append(f"Geant4 not timed: {err}")
+                    log(notes[-1])
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return {"hardware": hardware(), "batch_sizes": list(batch_sizes),
+            "timings": [t.to_dict() for t in timings], "notes": notes}

@@ -173,16 +173,18 @@ class _GeneratorStream(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
     def _fused(self) -> tuple[Tensor, Tensor]:
+        # the inference cache is keyed on storage; a traced graph (export) must recompute
+        cache = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         params = (self.dense.weight, self.dense.bias, self.conv.weight, self.conv.bias)
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        if not torch.is_grad_enabled() and self._cache is not None and self._cache[0] == key:
+        key = tuple((p.data_ptr(), p._version) for p in params) if cache else None
+        if cache and self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         c, h, w = self.grid
         images = torch.cat([self.dense.weight.t(), self.dense.bias.unsqueeze(0)])
         out = F.conv2d(F.pad(images.reshape(-1, c, h, w), (0, 1, 0, 1)), self.conv.weight)
         out = out.permute(2, 3, 1, 0).reshape(-1, images.shape[0])  # rows (h, w, channel)
         weight, bias = out[:, :-1], out[:, -1] + self.conv.bias.repeat(h * w)
-        if not torch.is_grad_enabled():
+        if cache:
             self._cache = (key, weight, bias)
         return weight, bias
 
@@ -378,9 +380,10 @@ class CaloGAN(GenerativeModel):
         return (self.config.latent_size,)
 
     def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
-        n = len(latent)
+        n = latent.shape[0]  # not len(): that fixes the batch size in an exported graph
         chunk = _CPU_CHUNK if latent.device.type == "cpu" and not self.training else n
-        if n > chunk:
+        # an exported graph (ONNX) has a symbolic batch size: one pass, no chunking
+        if not torch.compiler.is_exporting() and n > chunk:
             # in inference every shower is independent (batch norm uses running statistics);
             # on a CPU, pieces that fit in the cache run about twice as fast per shower
             return torch.cat([self.decode(latent[i:i + chunk], conditions[i:i + chunk])
