@@ -1,4 +1,4 @@
-"""``caloforge data``: list and fetch public shower data sets."""
+"""``caloforge data``: list and fetch public shower data sets, convert ROOT ntuples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import click
 
 @click.group()
 def data() -> None:
-    """List and fetch public shower data sets (CaloGAN, CaloChallenge)."""
+    """List and fetch public shower data sets (CaloGAN, CaloChallenge); convert Geant4 ROOT
+    ntuples of cell energies to caloforge HDF5."""
 
 
 @data.command("list")

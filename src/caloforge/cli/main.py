@@ -35,7 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "Time generation per shower at several batch sizes."),
     "export": ("caloforge.cli.export", "export",
                "Export a trained generator to ONNX with a parity check."),
-    "data": ("caloforge.cli.data", "data", "List and fetch public data sets."),
+    "data": ("caloforge.cli.data", "data",
+             "List and fetch public data sets; convert ROOT ntuples."),
 }
 
 
