@@ -170,3 +170,38 @@ def test_generator_banner_for_a_model_file(files, tmp_path):
     html = (tmp_path / "m" / "report.html").read_text()
     assert "generator: <b>caloflow-student" in html
     assert "generator: <b>parametric" in html
+
+
+def test_geometry_extra_sees_every_shower_and_reaches_metrics_and_report(files, tmp_path,
+                                                                         monkeypatch):
+    from caloforge.evaluate import extras
+
+    class Counting(extras.GeometryExtra):
+        title = "counting extra"
+
+        def __init__(self, geometry):
+            super().__init__(geometry)
+            self.n, self.energy = 0, 0.0
+
+        def update(self, voxels, incident_energy, angle):
+            assert voxels.shape[1] == self.geometry.n_voxels
+            self.n += len(voxels)
+            self.energy += float(voxels.sum())
+
+        @classmethod
+        def compare(cls, ref, gen, outdir, plots):
+            (outdir / "count.png").write_bytes(b"")
+            return ({"n": [ref.n, gen.n], "ratio": gen.energy / ref.energy},
+                    [("counts", "count.png")] if plots else [])
+
+    extras._discover()
+    monkeypatch.setitem(extras._REGISTRY, "calogan", Counting)
+    out = tmp_path / "out"
+    metrics = evaluate_files(files["ref"], files["gen"], out, classifier=False, progress=False,
+                             threads=1)
+    extra = metrics["geometry_specific"]
+    assert extra["n"] == [600, 600]
+    ref, gen = read_showers(files["ref"]), read_showers(files["gen"])
+    assert extra["ratio"] == pytest.approx(gen.voxels.sum() / ref.voxels.sum(), rel=1e-4)
+    html, images = _report_images(out)
+    assert "counting extra" in html and "count.png" in images

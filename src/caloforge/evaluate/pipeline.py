@@ -33,6 +33,7 @@ from caloforge.evaluate.classifier import (
     torch_device,
     train_classifier,
 )
+from caloforge.evaluate.extras import GeometryExtra, extra_for
 from caloforge.evaluate.metrics import (
     clipped_histogram,
     common_bins,
@@ -70,6 +71,7 @@ class _Summary:
     voxel_sum: np.ndarray | None = None
     cell_counts: np.ndarray | None = None
     sample: list = field(default_factory=list)
+    extra: GeometryExtra | None = None
     n: int = 0
 
     def finish(self) -> None:
@@ -90,6 +92,9 @@ def _summarise(path: Path, n: int, geometry: Geometry, pool: int, sample_index: 
     chunk_size = int(max(64, min(10_000, _CHUNK_BYTES // (4 * geometry.n_voxels))))
     out = _Summary(voxel_sum=np.zeros(geometry.n_voxels), cell_counts=np.zeros(
         len(CELL_ENERGY_EDGES) - 1, dtype=np.int64))
+    extra_cls = extra_for(geometry)
+    if extra_cls is not None:
+        out.extra = extra_cls(geometry)
     start = 0
     with tqdm(total=n, desc=desc, unit="shower", disable=not progress, leave=False) as bar:
         for chunk in iter_showers(path, chunk_size=chunk_size, stop=n):
@@ -108,6 +113,8 @@ def _summarise(path: Path, n: int, geometry: Geometry, pool: int, sample_index: 
                 out.sample.append(pool_voxels(chunk.voxels[rows], geometry, pool))
             if search is not None:
                 search.update(chunk.voxels)
+            if out.extra is not None:
+                out.extra.update(chunk.voxels, chunk.incident_energy, chunk.angle)
             out.n += len(chunk)
             start = stop
             bar.update(len(chunk))
@@ -386,6 +393,14 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
             del x_ref, x_gen
     timing["classifier"] = time.perf_counter() - t
 
+    # Geometry-specific observables (caloforge.evaluate.extras).
+    geometry_specific, extra_figures = None, []
+    if ref.extra is not None:
+        t = time.perf_counter()
+        geometry_specific, extra_figures = type(ref.extra).compare(ref.extra, gen.extra,
+                                                                   outdir, plots)
+        timing["geometry_specific"] = time.perf_counter() - t
+
     metrics = {
         "caloforge_version": __version__,
         "geometry": geometry.name,
@@ -410,6 +425,7 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
         "energy_response": {k: {kk: vv for kk, vv in v.items() if kk not in ("x_label", "log")}
                             for k, v in response.items()},
         "nearest_neighbours": nearest,
+        "geometry_specific": geometry_specific,
         "settings": {"classifier": classifier, "classifier_inputs": list(classifier_inputs),
                      "repeat": repeat, "epochs": epochs, "seed": seed, "device": device,
                      "max_showers": max_showers, "voxel_pooling": pool, "threads": threads,
@@ -426,6 +442,8 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
                         gen_queries, nn_index[:min(_NN_PLOTTED, n_stat_gen)],
                         nn_distance[:min(_NN_PLOTTED, n_stat_gen)], reference_path, progress)
         timing["plots"] = time.perf_counter() - t
+        if extra_figures:
+            figures.append((ref.extra.title or geometry.name, list(extra_figures)))
     timing["total"] = time.perf_counter() - t_start
     metrics = _clean(metrics)
     write_report(metrics, outdir, figures)
