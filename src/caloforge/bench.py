@@ -225,7 +225,8 @@ def bench_runs(rundirs: list[str], batch_sizes: list[int], *, backends=("torch",
     """Time every run (and the reference simulators) side by side in this process.
 
     Args:
-        rundirs: trained run directories.
+        rundirs: trained run directories; ``RUN:teacher`` or ``RUN:student`` times that
+            sampler of a CaloFlow run.
         batch_sizes: batch sizes, increasing.
         backends: ``"torch"`` and/or ``"onnxruntime"`` (exports each model to ``workdir``).
         device: ``"cpu"`` or ``"cuda"``.
@@ -257,10 +258,19 @@ def bench_runs(rundirs: list[str], batch_sizes: list[int], *, backends=("torch",
     workdir = workdir or tmp.name
     common = {"repeats": repeats, "max_seconds": max_seconds, "threads": threads}
     try:
-        for i, rundir in enumerate(rundirs):
+        for i, spec in enumerate(rundirs):
+            # RUN:teacher / RUN:student picks the sampler of a flow model (caloflow)
+            rundir, _, flow = spec.rpartition(":")
+            if flow not in ("teacher", "student"):
+                rundir, flow = spec, ""
             model = load_run(rundir, device=device)
+            if hasattr(model, "use_flow"):
+                model.use_flow(flow or model.flow)
+                flow = model.flow
+            elif flow:
+                raise CaloforgeError(f"{spec}: only flow models (caloflow) have a :{flow}")
             particle = model.run_info.get("particle") or "?"
-            name = f"{model.family} {particle} ({rundir})"
+            name = f"{model.family}{' ' + flow if flow else ''} {particle} ({rundir})"
             if particle in model.geometry.particles:
                 refs.setdefault((model.geometry.name, particle), model.geometry)
             if "torch" in backends:

@@ -89,21 +89,29 @@ def generate(model: GenerativeModel, n: int, energy_range: tuple[float, float] |
 def generate_to_file(rundir: str | Path, path: str | Path, n: int,
                      energy_range: tuple[float, float] | None = None,
                      angle_range: tuple[float, float] | None = None, batch_size: int = 1024,
-                     seed: int = 0, device: str = "cpu", progress: bool = True) -> Path:
+                     seed: int = 0, device: str = "cpu", progress: bool = True,
+                     flow: str | None = None) -> Path:
     """Generate ``n`` showers from the run in ``rundir`` into ``path`` (atomic, streamed).
 
     The file has the training data's layout (the geometry's format) with the attributes
-    ``generator`` (model family), ``particle``, ``seed``, ``model_step`` and ``run``.
-    Returns the path written.
+    ``generator`` (model family), ``particle``, ``seed``, ``model_step`` and ``run``
+    (and ``flow`` for flow models with several samplers: ``flow`` names the one used,
+    ``None`` its default). Returns the path written.
     """
     from tqdm.auto import tqdm
 
     from caloforge.train.checkpoint import load_run
 
     model = load_run(rundir, device)
+    extra = {}
+    if hasattr(model, "use_flow"):
+        model.use_flow(flow or model.flow)
+        extra["flow"] = model.flow
+    elif flow is not None:
+        raise CaloforgeError(f"--flow applies to flow models (caloflow), not {model.family!r}")
     chunks = generate(model, n, energy_range, angle_range, batch_size, seed)
     first = next(chunks)
-    attrs = {**first.meta, "run": str(Path(rundir).resolve())}
+    attrs = {**first.meta, **extra, "run": str(Path(rundir).resolve())}
     with ShowerWriter(path, model.geometry, attrs) as writer, tqdm(
         total=n, unit="shower", desc=f"generate {model.family}", disable=not progress
     ) as bar:

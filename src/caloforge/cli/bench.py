@@ -56,6 +56,7 @@ def bench(rundirs, batch_sizes, device, threads, backends, repeats, max_seconds,
     Examples:
       caloforge bench runs/eplus --threads 2
       caloforge bench runs/eplus runs/flow --backend torch,onnxruntime --json bench.json
+      caloforge bench runs/cf_eplus:teacher runs/cf_eplus:student   (CaloFlow samplers)
     """
     import os
 

@@ -23,7 +23,9 @@ from caloforge.cli._options import RangeType, seed_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output HDF5 file, in the layout of the training data.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet) -> None:
+@click.option("--flow", type=click.Choice(["teacher", "student"]), default=None,
+              help="CaloFlow only: the Flow II to sample with. [default: student]")
+def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet, flow) -> None:
     """Generate N showers from the model trained in RUNDIR.
 
     \b
@@ -39,7 +41,7 @@ def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet) 
     try:
         path = generate_to_file(rundir, output, n, energy_range=energy, angle_range=angle,
                                 batch_size=batch_size, seed=seed, device=device,
-                                progress=not quiet)
+                                progress=not quiet, flow=flow)
     except OSError as err:
         raise CaloforgeError(f"cannot write {output}: {err}") from None
     elapsed = time.perf_counter() - start

@@ -15,6 +15,23 @@ import click
 from caloforge._version import __version__
 from caloforge.errors import CaloforgeError
 
+
+def _model_names() -> list[str]:
+    """Registered model names, read from the ``@register_model("...")`` lines of the
+    model modules' source, so that ``--help`` does not import torch."""
+    import re
+    from pathlib import Path
+
+    # find_spec locates the package without importing it (its __init__ imports torch)
+    spec = importlib.util.find_spec("caloforge.models")
+    names = []
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for path in sorted(Path(folder).glob("*.py")):
+            names += re.findall(r'^@register_model\("([^"]+)"\)', path.read_text(),
+                                re.MULTILINE)
+    return sorted(names)
+
+
 # command name -> (module, attribute, one-line help shown by `caloforge --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": ("caloforge.cli.simulate", "simulate",
@@ -22,7 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("caloforge.cli.inspect", "inspect",
                 "Summarise a shower file; plot average layer images."),
     "train": ("caloforge.cli.train", "train",
-              "Train a model (calogan, caloflow, wgan, gan3d) on a shower file."),
+              f"Train a model ({', '.join(_model_names()) or 'see caloforge.models'}) on a "
+              "shower file."),
     "generate": ("caloforge.cli.generate", "generate",
                  "Generate showers from a trained run into a file."),
     "scan": ("caloforge.cli.scan", "scan",

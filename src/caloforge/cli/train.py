@@ -29,14 +29,29 @@ from caloforge.cli._options import seed_option
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its checkpoint (exactly where it stopped).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="Autocast precision (bf16: CUDA or CPU; fp16: CUDA, with a gradient "
+                   "scaler). [default: fp32]")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the training modules (checkpoints stay plain).")
+@click.option("--lr-scaling", type=click.Choice(["none", "linear", "sqrt"]), default=None,
+              help="Scale learning rates with the number of torchrun processes. "
+                   "[default: none]")
+@click.option("--stage", type=click.Choice(["flow1", "teacher", "student", "all"]),
+              default=None, help="For models trained in stages (caloflow): train up to the "
+              "end of this stage (sets --max-steps); one stage at a time with --resume.")
 def train(model: str, data, rundir, config, max_steps, batch_size, checkpoint_every, device,
-          num_threads, seed, resume, quiet) -> None:
+          num_threads, seed, resume, quiet, precision, compile_, lr_scaling,
+          stage) -> None:
     """Train MODEL (calogan, ...) on showers from --data into the run directory --out.
 
     \b
     Examples:
       caloforge train calogan --data eplus.h5 --out runs/eplus --config configs/calogan.yaml
       caloforge train calogan --out runs/eplus --resume --max-steps 4000
+      torchrun --nproc-per-node 2 -m caloforge train calogan --data eplus.h5 --out runs/ddp
+
+    Under torchrun --batch-size is per process (docs/distributed.md).
     """
     from caloforge.train import load_run_config
     from caloforge.train import train as run_training
@@ -44,10 +59,18 @@ def train(model: str, data, rundir, config, max_steps, batch_size, checkpoint_ev
     train_section, model_section = load_run_config(config)
     cli = {"max_steps": max_steps, "batch_size": batch_size,
            "checkpoint_every": checkpoint_every, "device": device, "num_threads": num_threads,
-           "seed": seed}
+           "seed": seed, "precision": precision, "compile": compile_,
+           "lr_scaling": lr_scaling}
     overrides = {**train_section, **{k: v for k, v in cli.items() if v is not None}}
     if quiet:
         overrides["progress"] = False
+    if stage is not None:
+        from caloforge.errors import CaloforgeError
+        from caloforge.models.caloflow import stage_max_steps
+
+        if max_steps is not None:
+            raise CaloforgeError("give --stage or --max-steps, not both")
+        overrides["max_steps"] = stage_max_steps(model, stage, rundir, model_section, resume)
     if resume and model_section:
         click.echo("note: --resume keeps the run's model settings; the config's 'model' "
                    "section is ignored", err=True)

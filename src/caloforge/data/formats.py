@@ -5,7 +5,9 @@
 - ``calochallenge``: ``incident_energies`` (N,1) and ``showers`` (N, voxels), both MeV.
   Also used for the flat atlas89 file.
 - ``3dgan``: ``ECAL`` (N,51,51,25) in GeV with depth last, ``energy`` (N,) in GeV and
-  ``theta`` (N,) in radians (the public 3DGAN variable-angle files; ``mtheta`` is read too).
+  ``theta`` (N,) in radians (the public 3DGAN variable-angle files; ``mtheta`` in radians
+  or the pseudorapidity ``eta`` are read when ``theta`` is absent; no angle at all means
+  the fixed 90-degree data sets).
 
 Our files add attributes: ``geometry``, ``particle``, ``generator`` (``"parametric"``, a
 model name or ``"geant4"``), ``caloforge_version`` and ``seed``. Writing is chunked
@@ -162,12 +164,21 @@ def _read_block(f: h5py.File, fmt: str, geometry: Geometry, start: int, stop: in
         raise CaloforgeError(f"ECAL has shape {ecal.shape[1:]}, expected {expected}")
     voxels = np.ascontiguousarray(ecal.transpose(0, 3, 1, 2)).reshape(len(ecal), -1) * _GEV
     energy = np.asarray(f["energy"][start:stop]).reshape(-1) * _GEV
-    theta_key = "theta" if "theta" in f else "mtheta" if "mtheta" in f else None
-    if theta_key is None:
-        angle = np.full(len(ecal), 90.0, dtype=np.float32)
-    else:
-        angle = np.degrees(np.asarray(f[theta_key][start:stop]).reshape(-1))
+    angle = _3dgan_angle_deg(f, start, stop, len(ecal))
     return ShowerSet(geometry, voxels, energy, angle=angle, meta=meta)
+
+
+def _3dgan_angle_deg(f: h5py.File, start: int, stop: int, n: int) -> np.ndarray:
+    """Polar angle in degrees from a 3DGAN file: ``theta`` (radians, the generated angle),
+    else ``mtheta`` (radians, measured), else ``eta`` (pseudorapidity, converted with
+    ``theta = 2 atan(exp(-eta))``), else 90 degrees (the fixed-angle data sets)."""
+    for key in ("theta", "mtheta"):
+        if key in f:
+            return np.degrees(np.asarray(f[key][start:stop], dtype=np.float64).reshape(-1))
+    if "eta" in f:
+        eta = np.asarray(f["eta"][start:stop], dtype=np.float64).reshape(-1)
+        return np.degrees(2.0 * np.arctan(np.exp(-eta)))
+    return np.full(n, 90.0, dtype=np.float32)
 
 
 def iter_showers(path: str | Path, chunk_size: int = 10_000, start: int = 0,

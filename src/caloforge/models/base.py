@@ -249,6 +249,11 @@ class GenerativeModel(nn.Module):
     wrapped_names: ClassVar[tuple[str, ...]] = ()
     #: the condition sets (geometry.conditions) the family can be built for
     condition_sets: ClassVar[tuple[tuple[str, ...], ...]] = (("energy",),)
+    #: True when training_step routes every backward/step through ``self.scaler`` (a
+    #: :class:`torch.amp.GradScaler` the loop sets for ``--precision fp16``, else None):
+    #: ``self.scaler.scale(loss).backward(); self.scaler.step(opt); self.scaler.update()``
+    supports_grad_scaler: ClassVar[bool] = False
+    scaler: Any = None
 
     @classmethod
     def tiny_config(cls) -> ModelConfig:

@@ -3,9 +3,13 @@
 A checkpoint holds everything needed to generate from a run or to resume it exactly:
 model family and config, training config, geometry, conditioning range, particle,
 package version, step, model and optimiser states and the random states (torch CPU and
-CUDA, numpy, python). It is written atomically (a temporary file in the same directory,
-flushed to disk, then renamed), so a run killed mid-write leaves the previous checkpoint
-intact. It loads with ``torch.load(weights_only=True)``: plain containers and tensors.
+CUDA, numpy, python). A multi-process run adds ``distributed`` (world size, effective
+batch size, learning-rate scaling and the scaled rates, precision) and ``rng_ranks``
+(every rank's random states, so that each rank resumes its own training noise).
+
+It is written atomically (a temporary file in the same directory, flushed to disk, then
+renamed), so a run killed mid-write leaves the previous checkpoint intact.
+It loads with ``torch.load(weights_only=True)``: plain containers and tensors.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(rundir: str | Path, model: GenerativeModel, train_config: TrainConfig,
                     step: int, *, particle: str, data: dict | None = None,
-                    elapsed_s: float = 0.0) -> Path:
+                    elapsed_s: float = 0.0, extra: dict | None = None) -> Path:
     """Write ``RUNDIR/checkpoint.pt`` atomically and return its path.
 
     Args:
@@ -85,6 +89,7 @@ def save_checkpoint(rundir: str | Path, model: GenerativeModel, train_config: Tr
         particle: the particle the model was trained on.
         data: where the training showers came from (``path``, ``n``).
         elapsed_s: training wall time so far, in seconds.
+        extra: further plain entries (``distributed``, ``rng_ranks``) for the payload.
     """
     rundir = Path(rundir)
     rundir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +110,7 @@ def save_checkpoint(rundir: str | Path, model: GenerativeModel, train_config: Tr
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer_state": model.optimizer_state_dict(),
         "rng": rng_state(),
+        **(extra or {}),
     }
     final = rundir / CHECKPOINT_NAME
     tmp = rundir / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"

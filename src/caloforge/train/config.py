@@ -27,7 +27,9 @@ class TrainConfig(Config):
     """Settings of the training loop (model settings live in the model's config).
 
     Attributes:
-        batch_size: showers per step (per process under torchrun).
+        batch_size: showers per step and process. Under ``torchrun`` with ``W`` processes
+            one step sees ``batch_size * W`` showers (the effective batch size, logged and
+            stored in the checkpoint).
         max_steps: total number of training steps.
         checkpoint_every: write ``RUNDIR/checkpoint.pt`` every this many steps (and at
             the end).
@@ -40,6 +42,15 @@ class TrainConfig(Config):
         tensorboard: also write TensorBoard events to ``RUNDIR/tensorboard`` when
             TensorBoard is installed.
         progress: show a progress bar.
+        lr_scaling: how the families' learning rates follow the number of processes
+            ``W``: ``"none"`` (unchanged), ``"linear"`` (times ``W``, Goyal et al.
+            arXiv:1706.02677) or ``"sqrt"`` (times ``sqrt(W)``, usual for Adam). Applied by
+            the loop to every optimiser param group on a fresh run.
+        precision: ``"fp32"``, ``"bf16"`` (autocast; CUDA or CPU) or ``"fp16"`` (autocast
+            plus gradient scaler; CUDA only, and only for families that use
+            ``model.scaler``).
+        compile: ``torch.compile`` the gradient-taking modules (after wrapping them for
+            DDP); checkpoints keep the plain module names.
     """
 
     batch_size: int = 128
@@ -53,6 +64,9 @@ class TrainConfig(Config):
     max_showers: int | None = None
     tensorboard: bool = True
     progress: bool = True
+    lr_scaling: str = "none"
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "checkpoint_every", "log_every"):
@@ -60,6 +74,14 @@ class TrainConfig(Config):
                 raise CaloforgeError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise CaloforgeError("train.num_workers must be >= 0")
+        if self.lr_scaling not in ("none", "linear", "sqrt"):
+            raise CaloforgeError(
+                f"train.lr_scaling must be none, linear or sqrt, got {self.lr_scaling!r}"
+            )
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise CaloforgeError(
+                f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}"
+            )
 
 
 def load_run_config(path: str | Path | None) -> tuple[dict, dict]:

@@ -1,10 +1,15 @@
 """Training data for the loop: a map-style dataset over a ShowerSet and a resumable,
 rank-aware batch order.
 
-The batch order is a pure function of ``(seed, step, rank, world_size)``: each epoch is a
-permutation drawn from ``seed + epoch``, split between ranks. A resumed run therefore
+The batch order is a pure function of ``(seed, step, rank, world_size)``: each epoch's
+per-rank indices come from :class:`torch.utils.data.distributed.DistributedSampler`
+(shuffled with its ``set_epoch``), cut into consecutive batches. A resumed run therefore
 sees exactly the batches the uninterrupted run would have seen, with no sampler state to
 save, and the same holds for any number of DataLoader workers.
+
+Because the sampler deals the epoch's permutation out round-robin (rank ``r`` takes
+positions ``r, r + W, r + 2W, ...``), the union of the ``W`` ranks' batches at a step is
+exactly the batch a single process with ``W`` times the batch size takes at that step.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
@@ -61,6 +67,9 @@ class StepBatchSampler(Sampler[list[int]]):
         max_steps: last step.
         start_step: steps already done (resume point).
         rank, world_size: this process's share under torchrun.
+
+    DistributedSampler seeds epoch ``e`` with ``seed' + e``; ``seed'`` is ``seed`` times a
+    large prime so that runs with neighbouring seeds do not share epochs.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, max_steps: int, start_step: int = 0,
@@ -76,19 +85,22 @@ class StepBatchSampler(Sampler[list[int]]):
         self.rank, self.world_size = rank, world_size
         self._epoch, self._perm = -1, None
 
-    def _permutation(self, epoch: int) -> np.ndarray:
+    def _rank_indices(self, epoch: int) -> np.ndarray:
+        """This rank's indices of ``epoch`` in order (DistributedSampler, drop_last)."""
         if epoch != self._epoch:
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            sampler = DistributedSampler(range(self.n), num_replicas=self.world_size,
+                                         rank=self.rank, shuffle=True,
+                                         seed=(self.seed * 1_000_003) % 2**62, drop_last=True)
+            sampler.set_epoch(epoch)
+            self._perm = np.fromiter(iter(sampler), dtype=np.int64)
             self._epoch = epoch
         return self._perm
 
     def indices(self, step: int) -> list[int]:
         """Indices of (1-based) ``step`` for this rank."""
         epoch, k = divmod(step - 1, self.per_epoch)
-        perm = self._permutation(epoch)
-        width = self.batch_size * self.world_size
-        chunk = perm[k * width:(k + 1) * width]
-        return chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
+        mine = self._rank_indices(epoch)
+        return mine[k * self.batch_size:(k + 1) * self.batch_size].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start_step + 1, self.max_steps + 1):

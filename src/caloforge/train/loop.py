@@ -6,22 +6,31 @@ loop itself. Per run directory:
 - ``checkpoint.pt``: see :mod:`caloforge.train.checkpoint`; written every
   ``checkpoint_every`` steps and at the end, by rank 0 only.
 - ``log.jsonl``: one JSON object per ``log_every`` steps (step, epoch, wall time,
-  showers per second and the model's metrics averaged since the last line).
+  showers per second, effective batch size, learning rates ``lr_<optimiser>`` and the
+  model's metrics averaged since the last line, and over the ranks under torchrun).
 - ``tensorboard/``: the same metrics, when TensorBoard is installed.
 
 Resuming restores weights, optimisers and random states and continues the data order at
 the next step, so a killed run resumed from its last checkpoint ends with the same
 weights as a run that was never interrupted.
 
-Distributed training (torchrun): the process group is used if it is initialised; the
-loop then gives each rank its share of every batch, wraps the model's gradient-taking
-modules once (:func:`wrap_distributed`) and lets only rank 0 log and checkpoint.
+Distributed training (torchrun, see :mod:`caloforge.train.distributed` and
+``docs/distributed.md``): :func:`train` starts the process group from the torchrun
+environment, builds identical initial weights on every rank (same seed; DDP also
+broadcasts rank 0's at wrap time), scales the learning rates (``lr_scaling``), gives each
+rank its share of every batch, wraps the model's gradient-taking modules once
+(:func:`wrap_distributed`), draws different training noise per rank (seed + rank) and
+lets only rank 0 log and checkpoint. After a torchrun restart
+(``TORCHELASTIC_RESTART_COUNT > 0``) a run with a checkpoint resumes from it by itself.
+Mixed precision: the loop enters an autocast context around each ``training_step`` and
+gives the model a gradient scaler for fp16 (``model.scaler``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,14 +47,31 @@ from caloforge.train.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
     model_from_checkpoint,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from caloforge.train.config import TrainConfig
 from caloforge.train.data import ShowerDataset, StepBatchSampler, collate_batch
+from caloforge.train.distributed import (
+    autocast_context,
+    average_metrics,
+    broadcast_buffers,
+    check_precision,
+    distributed_info,
+    gather_rng_states,
+    init_distributed,
+    learning_rates,
+    make_grad_scaler,
+    maybe_dump_state,
+    maybe_inject_fault,
+    restart_count,
+    scale_learning_rates,
+    shutdown_distributed,
+)
 
 __all__ = ["train", "fit", "resolve_device", "seed_everything", "wrap_distributed",
-           "distributed_info"]
+           "distributed_info"]  # distributed_info lives in caloforge.train.distributed
 
 LOG_NAME = "log.jsonl"
 
@@ -77,28 +103,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def distributed_info() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` outside torchrun."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def wrap_distributed(model: GenerativeModel, device: torch.device) -> None:
-    """The single place where modules are wrapped for multi-process training."""
+def wrap_distributed(model: GenerativeModel, device: torch.device,
+                     compile: bool = False) -> None:
+    """The single place where modules are wrapped for multi-process training (DDP) and
+    compiled (``torch.compile`` of the DDP wrapper, as PyTorch recommends). The model's
+    own submodules stay plain, so checkpoints keep their keys."""
     _, world_size = distributed_info()
-    if world_size == 1:
+    if world_size == 1 and not compile:
         return
-    from torch.nn.parallel import DistributedDataParallel
 
-    ids = [device.index] if device.type == "cuda" else None
-    model.wrap_modules(lambda m: DistributedDataParallel(m, device_ids=ids))
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=ids)
+        return torch.compile(module) if compile else module
+
+    model.wrap_modules(wrap)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return None
 
 
 class _Logger:
@@ -111,9 +144,10 @@ class _Logger:
         if not enabled:
             return
         if start_step > 0 and self.path.exists():
-            # drop lines a killed run wrote after its last checkpoint
+            # drop lines a killed run wrote after its last checkpoint (and a line it was
+            # killed in the middle of writing)
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+                    if _step_of(line) is not None and _step_of(line) <= start_step]
             self.path.write_text("".join(line + "\n" for line in kept))
         elif start_step == 0:
             self.path.write_text("")
@@ -174,15 +208,33 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
         )
     sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, config.max_steps,
                                start_step, rank, world_size)
+    check_precision(config.precision, device, model)
     # the loader gets its own generator so that creating it never draws from (and shifts)
     # the global random state the model trains with
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch,
                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(config.seed))
-    wrap_distributed(model, device)
+    wrap_distributed(model, device, compile=config.compile)
+    model.scaler = make_grad_scaler(config.precision, device)
     if resume_from is not None:
-        set_rng_state(resume_from["rng"])
+        rank_states = resume_from.get("rng_ranks")
+        if rank_states is not None and len(rank_states) == world_size:
+            set_rng_state(rank_states[rank])
+        else:  # a different number of processes: rank 0 continues, the others re-seed
+            set_rng_state(resume_from["rng"])
+            if rank > 0:
+                seed_everything(config.seed + rank + 7919 * start_step)
+        if model.scaler is not None and resume_from.get("scaler_state"):
+            model.scaler.load_state_dict(resume_from["scaler_state"])
+    elif rank > 0:
+        # identical initial weights (seeded alike before this), different noise per rank
+        seed_everything(config.seed + rank)
     model.train()
+    distributed = {"world_size": world_size, "batch_size_per_process": config.batch_size,
+                   "effective_batch_size": config.batch_size * world_size,
+                   "lr_scaling": config.lr_scaling, "learning_rates": learning_rates(model),
+                   "precision": config.precision, "compile": config.compile}
+    lrs = {f"lr_{name}": v[0] for name, v in distributed["learning_rates"].items()}
 
     logger = _Logger(rundir, start_step, config.tensorboard, main)
     from tqdm.auto import tqdm
@@ -196,7 +248,8 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
     t_log = t_start
     try:
         for step, batch in enumerate(loader, start=start_step + 1):
-            metrics = model.training_step(_to_device(batch, device), step)
+            with autocast_context(config.precision, device):
+                metrics = model.training_step(_to_device(batch, device), step)
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 raise CaloforgeError(
@@ -208,24 +261,39 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
                 sums[k] += v
             count += 1
             if step % config.log_every == 0 or step == config.max_steps:
+                means = average_metrics({k: v / count for k, v in sums.items()}, device)
                 now = time.perf_counter()
                 record = {"step": step, "epoch": (step * config.batch_size * world_size)
                           / len(dataset),
                           "time_s": round(elapsed_before + now - t_start, 3),
                           "showers_per_s": round(count * config.batch_size * world_size
                                                  / max(now - t_log, 1e-9), 2),
-                          **{k: v / count for k, v in sums.items()}}
+                          "effective_batch_size": config.batch_size * world_size, **lrs,
+                          **means}
                 logger.log(record)
-                bar.set_postfix({k: f"{v / count:.3g}" for k, v in sums.items()
-                                 if k in _SHOWN}, refresh=False)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k in _SHOWN},
+                                refresh=False)
                 sums.clear()
                 count, t_log = 0, now
             bar.update(1)
-            if main and (step % config.checkpoint_every == 0 or step == config.max_steps):
-                save_checkpoint(rundir, model, config, step, particle=particle, data=data,
-                                elapsed_s=elapsed_before + time.perf_counter() - t_start)
+            if step % config.checkpoint_every == 0 or step == config.max_steps:
+                if step == config.max_steps:
+                    broadcast_buffers(model)
+                # every rank takes part (a collective); rank 0 writes
+                rank_states = gather_rng_states(rng_state())
+                if main:
+                    extra = {"distributed": distributed}
+                    if rank_states is not None:
+                        extra["rng_ranks"] = rank_states
+                    if model.scaler is not None:
+                        extra["scaler_state"] = model.scaler.state_dict()
+                    save_checkpoint(rundir, model, config, step, particle=particle,
+                                    data=data, extra=extra,
+                                    elapsed_s=elapsed_before + time.perf_counter() - t_start)
             if on_step is not None:
                 on_step(step, metrics)
+            maybe_inject_fault(step)
+        maybe_dump_state(model)
     finally:
         bar.close()
         logger.close()
@@ -256,9 +324,12 @@ def train(family: str, data_path: str | Path, rundir: str | Path, *,
         train_config: loop settings (a :class:`TrainConfig` or a dict of overrides).
             When resuming, the checkpoint's settings are used and only ``max_steps``,
             ``checkpoint_every``, ``log_every``, ``device``, ``num_workers``,
-            ``num_threads``, ``tensorboard`` and ``progress`` may be overridden.
+            ``num_threads``, ``tensorboard``, ``progress``, ``precision`` and ``compile``
+            may be overridden.
         model_config: model settings (dict); ignored when resuming.
-        resume: continue the run in ``rundir`` from its checkpoint.
+        resume: continue the run in ``rundir`` from its checkpoint. Implied when torchrun
+            has restarted the worker group (``TORCHELASTIC_RESTART_COUNT > 0``) and
+            ``rundir`` holds a checkpoint.
         on_step: see :func:`fit`.
         log: where to print one-line messages (``None``: silent).
 
@@ -266,9 +337,15 @@ def train(family: str, data_path: str | Path, rundir: str | Path, *,
         The summary of :func:`fit` plus ``rundir``.
     """
     rundir = Path(rundir)
-    say = log or (lambda _msg: None)
+    # only rank 0 talks (RANK is torchrun's; the process group does not exist yet)
+    quiet = log is None or int(os.environ.get("RANK", "0") or 0) != 0
+    say = (lambda _msg: None) if quiet else log
     overrides = (train_config.to_dict() if isinstance(train_config, TrainConfig)
                  else dict(train_config or {}))
+    if not resume and restart_count() > 0 and (rundir / CHECKPOINT_NAME).exists():
+        # torchrun restarted the group after a worker failed: continue from the checkpoint
+        resume = True
+        say(f"torchrun restart {restart_count()}: resuming from {rundir / CHECKPOINT_NAME}")
     resume_from = None
     if resume:
         resume_from = load_checkpoint(rundir)
@@ -277,7 +354,7 @@ def train(family: str, data_path: str | Path, rundir: str | Path, *,
                 f"{rundir} holds a {resume_from['family']!r} run, not {family!r}"
             )
         mutable = {"max_steps", "checkpoint_every", "log_every", "device", "num_workers",
-                   "num_threads", "tensorboard", "progress"}
+                   "num_threads", "tensorboard", "progress", "precision", "compile"}
         base = TrainConfig.from_dict(resume_from["train_config"])
         changed = {k: v for k, v in overrides.items()
                    if k in mutable or v == base.to_dict().get(k)}
@@ -302,7 +379,21 @@ def train(family: str, data_path: str | Path, rundir: str | Path, *,
 
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device)
+    device, started = init_distributed(config.device)
+    ok = False
+    try:
+        summary = _build_and_fit(family, data_path, rundir, config, model_config,
+                                 resume_from, device, on_step, say)
+        ok = True
+    finally:
+        shutdown_distributed(started, ok)
+    return summary
+
+
+def _build_and_fit(family, data_path, rundir, config, model_config, resume_from, device,
+                   on_step, say) -> dict:
+    """Read the showers, build (or restore) the model on ``device`` and run :func:`fit`."""
+    rank, world_size = distributed_info()
     showers = _read_training_showers(data_path, config.max_showers)
     particle = showers.particle
     data = {"path": str(Path(data_path).resolve()), "n": len(showers),
@@ -316,17 +407,29 @@ def train(family: str, data_path: str | Path, rundir: str | Path, *,
         model.configure_optimizers()
         model.load_optimizer_state_dict(resume_from["optimizer_state"])
         say(f"resuming {family} in {rundir} from step {resume_from['step']}")
+        before = (resume_from.get("distributed") or {}).get("world_size", 1)
+        if before != world_size:
+            say(f"note: the run was trained on {before} process(es), now {world_size}: the "
+                "batch order and training noise differ from an uninterrupted run, and the "
+                "learning rates keep their original scaling")
     else:
         conditioning = Conditioning.from_showers(showers)
         model = build_model(family, showers.geometry, model_config, conditioning)
         model.prepare(showers)
         model.to(device)
         model.configure_optimizers()
+        factor = scale_learning_rates(model, config.lr_scaling, world_size)
         rundir.mkdir(parents=True, exist_ok=True)
         n_params = sum(p.numel() for p in model.parameters())
         say(f"training {family} ({n_params / 1e6:.2f}M parameters) on {len(showers)} "
             f"{particle} showers from {data_path}, {config.max_steps} steps of "
             f"{config.batch_size} on {device} ({torch.get_num_threads()} threads) -> {rundir}")
+        if world_size > 1 or config.lr_scaling != "none":
+            lrs = ", ".join(f"{name} {'/'.join(f'{x:.3g}' for x in v)}"
+                            for name, v in learning_rates(model).items())
+            say(f"{world_size} process(es) x {config.batch_size} showers = effective batch "
+                f"{world_size * config.batch_size}; lr_scaling {config.lr_scaling} "
+                f"(x{factor:.3g}): {lrs}")
     summary = fit(model, ShowerDataset(showers), config, rundir, particle=particle, data=data,
                   resume_from=resume_from, on_step=on_step)
     say(f"done: step {summary['step']}, {summary['elapsed_s']:.0f} s of training; "

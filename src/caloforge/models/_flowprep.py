@@ -1,0 +1,177 @@
+"""CaloFlow preprocessing: invertible maps between showers (MeV) and the flows' spaces.
+
+Conventions follow CaloFlow (Krause & Shih, arXiv:2106.05285, section 3), for any number
+``L`` of layers taken from the geometry:
+
+- Noise: uniform ``[0, noise_mev)`` added to every voxel before anything else (the papers:
+  1 keV), so that empty cells are not a delta function; generated voxels below
+  ``threshold_mev`` are set to zero again.
+- Flow I variables (``L`` of them), from the layer energies ``E_i`` and the incident
+  energy ``E_inc``: ``u_0 = sum_i E_i / (c E_inc)`` (``c``: 1.1 x the largest deposited
+  fraction of the training set, so ``u_0 < 1``), ``u_i = E_{i-1} / sum_{j >= i-1} E_j`` for
+  ``i = 1..L-1``; each ``u`` in ``[0, 1]`` goes through ``logit(alpha + (1 - 2 alpha) u)``
+  and is standardised with the training set's mean and standard deviation.
+- Flow II variables (``n_voxels``): voxels normalised by their layer energy,
+  ``I = E_voxel / E_layer``, then ``logit(alpha + (1 - 2 alpha) I)``, then standardised
+  per voxel with the training set's mean and standard deviation (an addition to the paper;
+  it puts every voxel in the spline's ``[-bound, bound]``).
+- Conditions: ``log10 E_inc`` scaled to ``[0, 1]`` over the trained range (Flow I and II)
+  and ``log10 E_i`` standardised (Flow II).
+
+Going back, generated normalised voxels are clamped at zero, renormalised to sum to one per
+layer and multiplied by the layer energies from Flow I, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from caloforge.geometry import Geometry
+
+__all__ = ["FlowPreprocessing", "logit", "expit"]
+
+
+def logit(u: Tensor, alpha: float) -> Tensor:
+    """``logit(alpha + (1 - 2 alpha) u)``, for ``u`` in ``[0, 1]``."""
+    p = alpha + (1 - 2 * alpha) * u
+    return torch.log(p) - torch.log1p(-p)
+
+
+def expit(x: Tensor, alpha: float) -> Tensor:
+    """Inverse of :func:`logit`: ``(sigmoid(x) - alpha) / (1 - 2 alpha)``."""
+    return (torch.sigmoid(x) - alpha) / (1 - 2 * alpha)
+
+
+class FlowPreprocessing(nn.Module):
+    """The statistics and maps of the CaloFlow preprocessing (buffers, saved with the model).
+
+    Args:
+        geometry: the readout (layer sizes).
+        noise_mev: width of the uniform noise added to every voxel, MeV.
+        threshold_mev: generated voxels below this are zero, MeV.
+        alpha: the logit regulariser.
+    """
+
+    def __init__(self, geometry: Geometry, noise_mev: float, threshold_mev: float,
+                 alpha: float):
+        super().__init__()
+        self.noise_mev, self.threshold_mev, self.alpha = noise_mev, threshold_mev, alpha
+        sizes = [int(np.prod(layer.shape)) for layer in geometry.layers]
+        self.n_layers, self.n_voxels = len(sizes), sum(sizes)
+        membership = torch.zeros(self.n_voxels, self.n_layers)
+        start = 0
+        for i, size in enumerate(sizes):
+            membership[start:start + size, i] = 1.0
+            start += size
+        self.register_buffer("membership", membership)  # (n_voxels, L)
+        self.register_buffer("log_energy_range", torch.tensor([3.0, 5.0]))  # log10 MeV
+        self.register_buffer("deposit_scale", torch.tensor(1.1))
+        self.register_buffer("layer_log_mean", torch.zeros(self.n_layers))
+        self.register_buffer("layer_log_std", torch.ones(self.n_layers))
+        self.register_buffer("flow1_mean", torch.zeros(self.n_layers))
+        self.register_buffer("flow1_std", torch.ones(self.n_layers))
+        self.register_buffer("voxel_mean", torch.zeros(self.n_voxels))
+        self.register_buffer("voxel_std", torch.ones(self.n_voxels))
+
+    # ---- statistics ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def fit(self, voxels: Tensor, incident_energy: Tensor, energy_range: tuple[float, float],
+            generator: torch.Generator | None = None) -> None:
+        """Learn the statistics from training showers.
+
+        Args:
+            voxels: ``(N, n_voxels)`` MeV.
+            incident_energy: ``(N,)`` MeV.
+            energy_range: ``(min, max)`` trained incident energy, MeV.
+            generator: for the noise.
+        """
+        lo, hi = energy_range
+        self.log_energy_range.copy_(torch.tensor([math.log10(lo), math.log10(max(hi, lo * 1.01))]))
+        noisy = self.add_noise(voxels, generator)
+        layers = self.layer_energies(noisy)
+        self.deposit_scale.fill_(1.1 * float((layers.sum(-1) / incident_energy).max()))
+        x1 = self.layers_to_flow1(layers, incident_energy.float(), standardise=False)
+        self.flow1_mean.copy_(x1.mean(0))
+        self.flow1_std.copy_(x1.std(0).clamp_min(1e-2))
+        log_layers = torch.log10(layers)
+        self.layer_log_mean.copy_(log_layers.mean(0))
+        self.layer_log_std.copy_(log_layers.std(0).clamp_min(1e-2))
+        x = logit(self.normalise(noisy, layers), self.alpha)
+        self.voxel_mean.copy_(x.mean(0))
+        self.voxel_std.copy_(x.std(0).clamp_min(1e-1))
+
+    # ---- pieces ------------------------------------------------------------------------
+
+    def add_noise(self, voxels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.rand(voxels.shape, generator=generator, device=voxels.device)
+        return voxels + self.noise_mev * noise
+
+    def layer_energies(self, voxels: Tensor) -> Tensor:
+        """``(B, n_voxels)`` MeV -> ``(B, L)`` MeV."""
+        return voxels @ self.membership
+
+    def normalise(self, voxels: Tensor, layers: Tensor) -> Tensor:
+        """Voxels divided by their layer's energy."""
+        return voxels / (layers @ self.membership.t())
+
+    def energy_context(self, incident_energy: Tensor) -> Tensor:
+        """``(B,)`` MeV -> ``(B, 1)``: ``log10 E_inc`` scaled to ``[0, 1]``."""
+        lo, hi = self.log_energy_range[0], self.log_energy_range[1]
+        return ((torch.log10(incident_energy) - lo) / (hi - lo)).unsqueeze(-1)
+
+    def flow2_context(self, incident_energy: Tensor, layers: Tensor) -> Tensor:
+        """``(B, 1 + L)``: scaled ``log10 E_inc`` and standardised ``log10 E_i``."""
+        log_layers = (torch.log10(layers) - self.layer_log_mean) / self.layer_log_std
+        return torch.cat([self.energy_context(incident_energy), log_layers], dim=-1)
+
+    # ---- Flow I ------------------------------------------------------------------------
+
+    def layers_to_flow1(self, layers: Tensor, incident_energy: Tensor,
+                        standardise: bool = True) -> Tensor:
+        """Layer energies ``(B, L)`` MeV -> Flow I variables ``(B, L)``."""
+        total = layers.sum(-1)
+        u0 = total / (self.deposit_scale * incident_energy)
+        tails = torch.flip(torch.cumsum(torch.flip(layers, [-1]), -1), [-1])  # sum_{j>=i}
+        u = torch.cat([u0.unsqueeze(-1), layers[:, :-1] / tails[:, :-1]], dim=-1)
+        x = logit(u.clamp(0.0, 1.0), self.alpha)
+        return (x - self.flow1_mean) / self.flow1_std if standardise else x
+
+    def flow1_to_layers(self, x: Tensor, incident_energy: Tensor) -> Tensor:
+        """Inverse of :meth:`layers_to_flow1` (a fixed loop over the ``L`` layers). Exact
+        except where a share ``u`` lies within ``alpha`` of 0 or 1 (the logit's floor)."""
+        x = x * self.flow1_std + self.flow1_mean
+        u = expit(x, self.alpha).clamp(0.0, 1.0)
+        keep = expit(-x, self.alpha).clamp(0.0, 1.0)  # 1 - u without cancellation
+        rest = u[:, 0] * self.deposit_scale * incident_energy
+        layers = []
+        for i in range(1, self.n_layers):
+            layers.append(u[:, i] * rest)
+            rest = rest * keep[:, i]
+        layers.append(rest)
+        return torch.stack(layers, dim=-1)
+
+    # ---- Flow II -----------------------------------------------------------------------
+
+    def voxels_to_flow2(self, voxels: Tensor, layers: Tensor) -> Tensor:
+        """Noisy voxels ``(B, n_voxels)`` MeV and their layer energies -> Flow II space."""
+        x = logit(self.normalise(voxels, layers).clamp(0.0, 1.0), self.alpha)
+        return (x - self.voxel_mean) / self.voxel_std
+
+    def flow2_to_voxels(self, x: Tensor, layers: Tensor, *, renormalise: bool = True,
+                        threshold: bool = True) -> Tensor:
+        """Flow II space -> voxels in MeV (exact inverse of :meth:`voxels_to_flow2` with
+        ``renormalise=False, threshold=False``)."""
+        shares = expit(x * self.voxel_std + self.voxel_mean, self.alpha)
+        if renormalise:
+            shares = shares.clamp_min(0.0)
+            sums = (shares @ self.membership).clamp_min(1e-20)
+            shares = shares / (sums @ self.membership.t())
+        voxels = shares * (layers @ self.membership.t())
+        if threshold:
+            voxels = torch.where(voxels < self.threshold_mev, torch.zeros_like(voxels), voxels)
+        return voxels

@@ -1,0 +1,294 @@
+"""3DGAN (seed 004): loss terms, preprocessing, training schedule, layout, the 3DGAN file
+reader and the CLI on a tiny CLIC-like geometry."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from caloforge.cli.main import main
+from caloforge.data import ShowerSet, read_showers, write_showers
+from caloforge.errors import CaloforgeError
+from caloforge.geometry import CLIC51, Geometry, Layer
+from caloforge.models import Conditioning, build_model
+from caloforge.models.gan3d import (
+    Gan3D,
+    Gan3DConfig,
+    flip_labels,
+    mae,
+    mape,
+    pixel_spectrum,
+    to_mev,
+    to_units,
+)
+
+torch.set_num_threads(1)
+
+TINY_CLIC = Geometry(
+    name="tiny-clic-6x6x4",
+    layers=tuple(Layer(f"layer_{i:02d}", (6, 6), (5.1, 5.1), (5.1 * i, 5.1 * (i + 1)))
+                 for i in range(4)),
+    conditions=("energy", "angle"),
+    particles=("eminus",),
+    energy_range=(100.0, 200.0),
+    angle_range=(60.0, 120.0),
+    file_format="3dgan",
+    description="6x6x4 CLIC-like test grid",
+)
+
+RAGGED = Geometry(
+    name="tiny-ragged",
+    layers=(Layer("a", (2, 6), (1.0, 1.0), (0.0, 1.0)), Layer("b", (3, 3), (1.0, 1.0), (1.0, 2.0)),
+            Layer("c", (3, 2), (1.0, 1.0), (2.0, 3.0))),
+    conditions=("energy", "angle"),
+)
+
+
+def showers(geometry: Geometry, n: int, seed: int = 0) -> ShowerSet:
+    rng = np.random.default_rng(seed)
+    energy = rng.uniform(100e3, 200e3, n).astype(np.float32)
+    angle = rng.uniform(60.0, 120.0, n).astype(np.float32)
+    mask = rng.random((n, geometry.n_voxels)) < 0.4
+    voxels = rng.exponential(1.0, (n, geometry.n_voxels)) * mask
+    voxels = voxels / voxels.sum(axis=1, keepdims=True) * energy[:, None] * 0.97
+    return ShowerSet(geometry, voxels.astype(np.float32), energy, angle=angle,
+                     meta={"particle": "eminus", "generator": "synthetic"})
+
+
+def tiny_model(geometry: Geometry = TINY_CLIC, **changes) -> Gan3D:
+    torch.manual_seed(0)
+    config = Gan3D.tiny_config().replace(**changes)
+    cond = Conditioning(names=("energy", "angle"), energy=(100e3, 200e3), angle=(60.0, 120.0))
+    model = build_model("3dgan", geometry, config, cond)
+    model.configure_optimizers()
+    return model
+
+
+def batch_of(s: ShowerSet) -> dict[str, torch.Tensor]:
+    return {"voxels": torch.from_numpy(s.voxels), "conditions": torch.from_numpy(s.conditions())}
+
+
+# ---- loss terms ------------------------------------------------------------------------------
+
+
+def test_mape_is_percent_and_floors_the_denominator():
+    pred, target = torch.tensor([110.0, 90.0, 50.0]), torch.tensor([100.0, 100.0, 100.0])
+    assert mape(pred, target).item() == pytest.approx((10 + 10 + 50) / 3)
+    assert mape(torch.tensor([0.5]), torch.tensor([0.0]), floor=1.0).item() == pytest.approx(50)
+    assert mape(target, target).item() == 0.0
+
+
+def test_mae():
+    assert mae(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([2.0, 2.0, 1.0])).item() == (
+        pytest.approx(4.0 / 3))
+
+
+def test_pixel_spectrum_counts_per_bin_and_has_a_gradient():
+    # 0.5 MeV is below the first edge and not counted; the last bin is open
+    pixels = torch.tensor([[0.5, 5.0, 50.0, 55.0, 500.0, 5e4], [0.0, 0.0, 2.0, 3.0, 4.0, 0.0]])
+    hard = pixel_spectrum(pixels, (1.0, 10.0, 100.0, 1000.0), softness=1e-3)
+    torch.testing.assert_close(hard, torch.tensor([[1.0, 2.0, 1.0, 1.0], [3.0, 0.0, 0.0, 0.0]]))
+    x = torch.tensor([[9.0, 11.0]], requires_grad=True)
+    soft = pixel_spectrum(x, (1.0, 10.0), softness=0.05)
+    assert soft.sum().item() == pytest.approx(2.0, abs=1e-3)  # pixels are conserved
+    soft[0, 1].backward()
+    assert (x.grad > 0).all()  # moving up increases the upper bin's count
+
+
+def test_label_switching_flips_the_stated_fraction():
+    labels = torch.ones(20_000)
+    flipped = flip_labels(labels, 0.05, torch.Generator().manual_seed(0))
+    assert set(flipped.unique().tolist()) == {0.0, 1.0}
+    assert 0.04 < (flipped == 0).float().mean().item() < 0.06
+    zeros = flip_labels(torch.zeros(20_000), 0.05, torch.Generator().manual_seed(1))
+    assert 0.04 < zeros.mean().item() < 0.06
+    assert torch.equal(flip_labels(labels, 0.0), labels)
+    with pytest.raises(CaloforgeError, match="label_flip_prob"):
+        Gan3DConfig(label_flip_prob=0.7)
+
+
+def test_power_transform_round_trip():
+    mev = torch.tensor([0.0, 1e-3, 1.0, 1000.0, 8000.0])
+    units = to_units(mev, 0.85, 1000.0)
+    assert units[3].item() == pytest.approx(1.0)
+    assert units[4].item() == pytest.approx(8.0**0.85, rel=1e-6)
+    torch.testing.assert_close(to_mev(units, 0.85, 1000.0), mev, rtol=1e-5, atol=1e-9)
+    assert to_units(torch.tensor([-3.0])).item() == 0.0
+
+
+def test_loss_weights_default_to_the_seed():
+    assert Gan3DConfig().loss_weights == (3.0, 0.1, 25.0, 0.1, 0.1)
+    assert Gan3DConfig().voxel_power == 0.85 and Gan3DConfig().latent_size == 256
+
+
+# ---- training schedule ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("generator_steps", [2, 3])
+def test_generator_updated_twice_per_discriminator_step(generator_steps):
+    model = tiny_model(generator_steps=generator_steps)
+    assert isinstance(model.optimizers["generator"], torch.optim.RMSprop)
+    assert isinstance(model.optimizers["discriminator"], torch.optim.RMSprop)
+    calls: list[str] = []
+    for name, opt in model.optimizers.items():
+        original = opt.step
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        opt.step = counted
+    disc_before = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    metrics = model.training_step(batch_of(showers(TINY_CLIC, 8)), step=1)
+    # one discriminator update on a real batch, one on a generated batch, then the generator
+    assert calls == ["discriminator", "discriminator"] + ["generator"] * generator_steps
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert {"g_ecal_mape", "g_spectrum_mape", "g_angle_mae", "d_energy_mape"} <= set(metrics)
+    changed = [k for k, v in model.discriminator.state_dict().items()
+               if not torch.equal(v, disc_before[k])]
+    assert changed
+
+
+def test_generator_steps_leave_the_discriminator_untouched():
+    model = tiny_model()
+    snapshot = {}
+    original = model.optimizers["generator"].step
+
+    def step(*args, **kwargs):
+        if not snapshot:
+            snapshot.update({k: v.clone() for k, v in model.discriminator.named_parameters()})
+        return original(*args, **kwargs)
+
+    model.optimizers["generator"].step = step
+    model.training_step(batch_of(showers(TINY_CLIC, 8)), step=1)
+    for k, v in model.discriminator.named_parameters():
+        assert torch.equal(v, snapshot[k]), k
+        assert v.requires_grad
+
+
+def test_prepare_fits_the_deposited_fraction():
+    model = tiny_model()
+    s = showers(TINY_CLIC, 200)
+    model.prepare(s)
+    c = model.deposit_coeffs.tolist()
+    assert c[0] == pytest.approx(0.97, rel=1e-4)
+    assert abs(c[1]) < 1e-4 and abs(c[2]) < 1e-4
+    e = torch.tensor([150.0])
+    assert model.expected_deposit_gev(e, torch.tensor([75.0])).item() == pytest.approx(
+        0.97 * 150, rel=1e-4)
+
+
+# ---- layout -----------------------------------------------------------------------------------
+
+
+def test_ragged_layers_pad_and_crop_exactly():
+    model = tiny_model(RAGGED)
+    assert model.grid == (3, 6, 3)
+    v = torch.arange(RAGGED.n_voxels, dtype=torch.float32).reshape(1, -1) + 1
+    grid = model.voxels_to_grid(v)
+    assert grid.shape == (1, 1, 3, 6, 3)
+    assert grid.sum().item() == v.sum().item()
+    torch.testing.assert_close(model.grid_to_voxels(grid), v)
+    # generated cells outside a layer's grid are zero
+    model.eval()
+    with torch.no_grad():
+        latent = model.draw_latent(4)
+        cond = torch.tensor([[150e3, 90.0]]).repeat(4, 1)
+        out = model.generator(latent, cond[:, 0] / 1e3, model._scaled_angle(cond[:, 1]))
+    assert (out[:, :, 2:, :, 0] == 0).all() and (out[:, :, :, 3:, 1] == 0).all()
+
+
+def test_uniform_layout_matches_the_3dgan_file_order():
+    model = tiny_model()
+    v = torch.zeros(1, TINY_CLIC.n_voxels)
+    v[0, TINY_CLIC.layer_offsets[2] + 6 * 1 + 4] = 7.0  # layer 2, row 1, col 4
+    grid = model.voxels_to_grid(v)
+    assert grid[0, 0, 1, 4, 2].item() == 7.0 and grid.sum().item() == 7.0
+
+
+def test_subpixel_generator_shape_and_sample():
+    model = tiny_model(gen_subpixel=True, gen_kernels=((2, 2, 2), (2, 2, 2), (2, 2, 2),
+                                                        (1, 1, 1)))
+    out = model.sample(torch.tensor([[120e3, 70.0], [180e3, 110.0]]))
+    assert out.shape == (2, TINY_CLIC.n_voxels) and (out >= 0).all()
+    assert model.training_step(batch_of(showers(TINY_CLIC, 6)), 1)
+
+
+def test_bad_kernels_are_refused():
+    with pytest.raises(CaloforgeError, match="four"):
+        Gan3DConfig(gen_kernels=((2, 2, 2),))
+
+
+# ---- the 3DGAN file layout -----------------------------------------------------------------
+
+
+def _public_file(path, angle_key: str | None):
+    ecal = np.zeros((2, 51, 51, 25), np.float32)
+    ecal[0, 3, 5, 7] = 2.0  # GeV, (x, y, z)
+    ecal[1, 25, 25, 0] = 1.5
+    with h5py.File(path, "w") as f:
+        f["ECAL"] = ecal
+        f["energy"] = np.array([150.0, 120.0], np.float32)  # GeV
+        if angle_key == "theta":
+            f["theta"] = np.radians([60.0, 100.0]).astype(np.float32)
+        elif angle_key == "eta":
+            f["eta"] = np.array([0.0, -np.log(np.tan(np.radians(60.0) / 2))], np.float32)
+
+
+@pytest.mark.parametrize(("key", "expected"), [("theta", [60.0, 100.0]), ("eta", [90.0, 60.0]),
+                                                (None, [90.0, 90.0])])
+def test_reader_accepts_public_3dgan_files(tmp_path, key, expected):
+    path = tmp_path / f"public_{key}.h5"
+    _public_file(path, key)
+    s = read_showers(path)
+    assert s.geometry is CLIC51
+    np.testing.assert_allclose(s.incident_energy, [150e3, 120e3])
+    np.testing.assert_allclose(s.angle, expected, atol=1e-3)
+    layer7 = s.voxels[0, CLIC51.layer_slice(7)].reshape(51, 51)
+    assert layer7[3, 5] == pytest.approx(2000.0) and s.voxels[0].sum() == pytest.approx(2000.0)
+    assert s.voxels[1, CLIC51.layer_slice(0)].reshape(51, 51)[25, 25] == pytest.approx(1500.0)
+
+
+# ---- CLI end to end on a tiny CLIC-like file ------------------------------------------------
+
+
+def test_cli_train_and_generate_on_a_tiny_clic_like_file(tmp_path):
+    data = tmp_path / "tiny_clic.h5"
+    write_showers(data, showers(TINY_CLIC, 24))
+    with h5py.File(data) as f:
+        assert f["ECAL"].shape == (24, 6, 6, 4) and "theta" in f
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "train": {"batch_size": 8, "num_threads": 1, "log_every": 1, "tensorboard": False},
+        "model": Gan3D.tiny_config().to_dict()}))
+    rundir = tmp_path / "run"
+    main(["train", "3dgan", "--data", str(data), "--out", str(rundir), "--config", str(config),
+          "--max-steps", "2", "--device", "cpu", "--seed", "1", "-q"])
+    assert (rundir / "checkpoint.pt").exists()
+    out = tmp_path / "gen.h5"
+    main(["generate", str(rundir), "-n", "5", "--energy", "120:180", "--angle", "70:110",
+          "-o", str(out), "-q"])
+    gen = read_showers(out)
+    assert gen.geometry.name == TINY_CLIC.name and len(gen) == 5
+    assert np.isfinite(gen.voxels).all() and (gen.voxels >= 0).all()
+    assert ((gen.incident_energy >= 120e3 - 1) & (gen.incident_energy <= 180e3 + 1)).all()
+    assert ((gen.angle >= 70 - 1e-3) & (gen.angle <= 110 + 1e-3)).all()
+
+
+def test_train_help_lists_the_registered_models():
+    from caloforge.cli.main import COMMANDS, _model_names
+    from caloforge.models import available_models
+
+    assert _model_names() == available_models()
+    assert "3dgan" in COMMANDS["train"][2] and "gan3d" not in COMMANDS["train"][2]
+
+
+def test_subpixel_model_exports_to_onnx_with_parity(tmp_path):
+    from caloforge.export import export_onnx
+
+    model = tiny_model(gen_subpixel=True, gen_kernels=((2, 2, 2), (2, 2, 2), (2, 2, 2),
+                                                        (1, 1, 1)))
+    model.training_step(batch_of(showers(TINY_CLIC, 8)), 1)
+    contract = export_onnx(model.eval(), tmp_path / "g.onnx")
+    assert contract["parity"]["passed"]
