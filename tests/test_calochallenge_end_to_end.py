@@ -6,8 +6,8 @@ import json
 import h5py
 import numpy as np
 import yaml
+from cli_helpers import run_cli
 
-from caloforge.cli.main import main
 from caloforge.data import ShowerSet, file_info, write_showers
 from caloforge.geometry import get_geometry
 from caloforge.models.calogan import CaloGAN
@@ -27,13 +27,8 @@ def challenge_photons(n: int, seed: int) -> ShowerSet:
 
 
 def run(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(args, capsys)
+    return code, out + err
 
 
 def test_ds1_photon_file_trains_generates_and_evaluates(tmp_path, capsys):

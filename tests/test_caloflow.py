@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import run_cli
 
-from caloforge.cli.main import main
 from caloforge.data import ShowerSet, read_showers, write_showers
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import CALOGAN, Geometry, Layer, get_geometry
@@ -241,16 +241,6 @@ def test_config_checks():
 
 
 # ---- command line --------------------------------------------------------------------
-
-
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tiny_calogan_showers(n: int = 48) -> ShowerSet:

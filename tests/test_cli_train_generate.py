@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from cli_helpers import run_cli
 
 from caloforge.cli.main import main
 from caloforge.data import ShowerSet, file_info, read_showers, write_showers
@@ -24,16 +25,6 @@ def synthetic_showers(n: int = 64, seed: int = 0) -> ShowerSet:
     overflow = rng.random((n, 3)).astype(np.float32)
     return ShowerSet(CALOGAN, voxels.astype(np.float32), energy, overflow=overflow,
                      meta={"particle": "gamma", "generator": "synthetic"})
-
-
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import run_cli
 
 from caloforge.data import ShowerSet, write_showers
 from caloforge.geometry import Geometry, Layer
@@ -401,15 +402,8 @@ def test_learning_rate_scaling_and_config_checks():
 
 
 def cli(args: list[str], capsys) -> tuple[int, str]:
-    from caloforge.cli.main import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(args, capsys)
+    return code, out + err
 
 
 def test_fp16_on_cpu_is_refused_clearly(tmp_path, capsys):

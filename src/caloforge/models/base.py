@@ -352,6 +352,19 @@ class GenerativeModel(nn.Module):
         """Showers ``(N, n_voxels)`` in MeV from latent vectors and conditions."""
         raise NotImplementedError
 
+    def decode_in_pieces(self, latent: Tensor, conditions: Tensor, piece: int) -> Tensor | None:
+        """:meth:`decode` in pieces of ``piece`` showers, for CPU inference on large
+        batches, where pieces that fit in the cache run faster and bound the memory of the
+        activations. ``None`` when one pass is wanted: training, other devices, batches of
+        at most ``piece`` showers, and while exporting (an ONNX graph has a symbolic batch
+        size). Showers are independent in inference (batch norm on running statistics)."""
+        n = latent.shape[0]  # not len(): that fixes the batch size in an exported graph
+        if (self.training or latent.device.type != "cpu" or torch.compiler.is_exporting()
+                or n <= piece):
+            return None
+        return torch.cat([self.decode(latent[i:i + piece], conditions[i:i + piece])
+                          for i in range(0, n, piece)])
+
     @torch.no_grad()
     def sample(self, conditions: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Draw one shower per row of ``conditions``, in inference mode (batch norm on

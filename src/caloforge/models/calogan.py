@@ -380,14 +380,10 @@ class CaloGAN(GenerativeModel):
         return (self.config.latent_size,)
 
     def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
-        n = latent.shape[0]  # not len(): that fixes the batch size in an exported graph
-        chunk = _CPU_CHUNK if latent.device.type == "cpu" and not self.training else n
-        # an exported graph (ONNX) has a symbolic batch size: one pass, no chunking
-        if not torch.compiler.is_exporting() and n > chunk:
-            # in inference every shower is independent (batch norm uses running statistics);
-            # on a CPU, pieces that fit in the cache run about twice as fast per shower
-            return torch.cat([self.decode(latent[i:i + chunk], conditions[i:i + chunk])
-                              for i in range(0, n, chunk)])
+        # on a CPU, pieces that fit in the cache run about twice as fast per shower
+        pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK)
+        if pieces is not None:
+            return pieces
         energy_gev, angle = self._split_conditions(conditions)
         images = self._to_mev(self.generator(latent, energy_gev, angle))
         return torch.cat([x.flatten(1) for x in images], dim=1)

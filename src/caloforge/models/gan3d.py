@@ -468,13 +468,10 @@ class Gan3D(GenerativeModel):
         return (self.config.latent_size,)
 
     def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
-        n = latent.shape[0]  # not len(): that fixes the batch size in an exported graph
-        chunk = _CPU_CHUNK if latent.device.type == "cpu" and not self.training else n
-        if not torch.compiler.is_exporting() and n > chunk:
-            # showers are independent in inference; small pieces bound the memory of the
-            # full-resolution activations
-            return torch.cat([self.decode(latent[i:i + chunk], conditions[i:i + chunk])
-                              for i in range(0, n, chunk)])
+        # small pieces bound the memory of the full-resolution activations
+        pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK)
+        if pieces is not None:
+            return pieces
         units = self.generator(latent, conditions[:, 0] / _GEV,
                                self._scaled_angle(conditions[:, 1]))
         return self.grid_to_voxels(self._mev(units))
