@@ -229,6 +229,14 @@ def test_atlas89_builds_trains_and_samples(flow):
     showers = model.sample(energy[:5, None], generator=torch.Generator().manual_seed(0))
     assert showers.shape == (5, 89)
     assert torch.isfinite(showers).all() and (showers >= 0).all()
+    # CPU inference in pieces gives the showers of one pass
+    model.eval()
+    latent = model.draw_latent(7, torch.Generator().manual_seed(1))
+    conditions = torch.linspace(2e3, 9e4, 7)[:, None]
+    with torch.no_grad():
+        whole = model.decode(latent, conditions)
+        pieces = model.decode_in_pieces(latent, conditions, 3)
+    assert pieces is not None and torch.allclose(pieces, whole, atol=1e-5)
 
 
 def test_config_checks():
@@ -340,7 +348,13 @@ def test_bench_times_teacher_and_student_side_by_side(cli_files, capsys):
                             config, "--stage", "all", "-q"], capsys)
     assert code == 0, err
     result = bench_runs([f"{run}:teacher", f"{run}:student"], [1, 2], repeats=1,
-                        simulator=False, log=lambda m: None)
+                        backends=("torch", "onnxruntime"), simulator=False,
+                        log=lambda m: None)
+    # the teacher is not exported: timed with torch only, and the table says why
+    assert any("teacher" in n and "not timed with onnxruntime" in n for n in result["notes"])
+    assert {t["backend"] for t in result["timings"] if "teacher" in t["name"]} == {"torch"}
+    assert {t["backend"] for t in result["timings"] if "student" in t["name"]} == {
+        "torch", "onnxruntime"}
     names = {t["name"] for t in result["timings"]}
     assert any("caloflow teacher" in n for n in names)
     assert any("caloflow student" in n for n in names)

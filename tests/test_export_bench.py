@@ -113,6 +113,20 @@ def test_time_per_shower_skips_batches_beyond_the_budget():
     assert "| slow | numpy |" in table and "| quoted thing | quoted |" in table
 
 
+def test_time_per_shower_times_a_long_call_once_without_warm_up():
+    calls = []
+
+    def sample(b):
+        calls.append(b)
+        time.sleep(0.005 * b)
+
+    # batch 10 is predicted at 0.05 s: within the 0.08 s budget, but over a quarter of it
+    timings = time_per_shower(sample, [1, 10], name="slow", backend="numpy", repeats=2,
+                              warmup=1, max_seconds=0.08)
+    assert calls == [1, 1, 1, 10]  # warm-up and two calls at 1; one call, no warm-up, at 10
+    assert timings[1].repeats == 1 and timings[1].ms_per_shower >= 5.0
+
+
 def test_bench_times_torch_onnx_and_the_simulator_side_by_side(tmp_path):
     rundir = _run(tmp_path)
     result = bench_runs([str(rundir)], [1, 3], backends=("torch", "onnxruntime"), repeats=1,

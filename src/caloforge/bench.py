@@ -95,8 +95,10 @@ def time_per_shower(sample: Callable[[int], object], batch_sizes: list[int], *, 
         name, backend, device, threads: labels recorded in each :class:`Timing`.
         repeats: timed calls per batch size (median and interquartile range reported).
         warmup: untimed calls first (allocations, JIT, caches).
-        max_seconds: budget per batch size; a batch size whose first call already takes
-            longer is measured once, and larger batch sizes are skipped.
+        max_seconds: budget per batch size: repeats stop before a call that would end past
+            it; a batch size whose single call is predicted (from the previous batch size)
+            to take longer is skipped, and one predicted to take over a quarter of it is
+            timed without warm-up (its one-time costs are negligible beside it).
         sync: called after each call (e.g. ``torch.cuda.synchronize``) so that
             asynchronous devices are timed correctly.
 
@@ -104,13 +106,16 @@ def time_per_shower(sample: Callable[[int], object], batch_sizes: list[int], *, 
         One :class:`Timing` per batch size.
     """
     results: list[Timing] = []
-    too_slow = False
+    per_shower = 0.0  # seconds per shower at the previous batch size
     for batch in batch_sizes:
-        if too_slow:
+        predicted = per_shower * batch  # seconds for one call, from the previous batch size
+        if predicted > max_seconds:
             results.append(Timing(name, batch, None, None, 0, backend, device, threads,
-                                  f"skipped: a smaller batch exceeded {max_seconds:g} s"))
+                                  f"skipped: one call would take about {predicted:.0f} s, "
+                                  f"over the {max_seconds:g} s budget"))
             continue
-        for _ in range(warmup):
+        # a call that takes a large part of the budget has negligible one-time costs
+        for _ in range(warmup if predicted <= max_seconds / 4 else 0):
             sample(batch)
             if sync:
                 sync()
@@ -122,9 +127,10 @@ def time_per_shower(sample: Callable[[int], object], batch_sizes: list[int], *, 
             if sync:
                 sync()
             times.append((time.perf_counter() - start) * 1000.0 / batch)
-            if time.perf_counter() - start_all > max_seconds:
-                too_slow = True
+            # no call that would end past the budget (the first always runs)
+            if time.perf_counter() - start_all + times[-1] * batch / 1000.0 > max_seconds:
                 break
+        per_shower = statistics.median(times) / 1000.0
         q = np.percentile(times, [25, 75]) if len(times) > 1 else (times[0], times[0])
         results.append(Timing(name, batch, statistics.median(times), float(q[1] - q[0]) / 2,
                               len(times), backend, device, threads))
@@ -278,7 +284,11 @@ def bench_runs(rundirs: list[str], batch_sizes: list[int], *, backends=("torch",
                 sample, sync = model_sampler(model, max(batch_sizes), device)
                 timings += time_per_shower(sample, batch_sizes, name=name, backend="torch",
                                            device=dev_label, sync=sync, **common)
-            if "onnxruntime" in backends:
+            if "onnxruntime" in backends and flow == "teacher":
+                notes.append(f"{name}: not timed with onnxruntime (the teacher is not "
+                             "exported; see caloforge export)")
+                log(notes[-1])
+            elif "onnxruntime" in backends:
                 from caloforge.export import export_onnx
 
                 path = os.path.join(workdir, f"model{i}.onnx")

@@ -195,6 +195,9 @@ def export_onnx(model: GenerativeModel, path: str | Path, *, opset: int = OPSET,
     if model.latent_shape() is None:
         raise CaloforgeError(f"model {model.family!r} has no explicit latent input and cannot "
                              "be exported as a decoder")
+    if getattr(model, "flow", None) == "teacher":
+        raise CaloforgeError("the CaloFlow teacher samples in one network pass per voxel and is "
+                             "not exported; export the student (the default)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()

@@ -82,6 +82,7 @@ from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
 __all__ = ["CaloFlowConfig", "CaloFlow", "STAGES", "stage_max_steps"]
 
 #: training stages, in order
+_CPU_CHUNK = 256  # showers per flow pass in CPU inference
 STAGES = ("flow1", "teacher", "student")
 _FLOWS = ("teacher", "student")
 
@@ -325,6 +326,12 @@ class CaloFlow(GenerativeModel):
         """Showers ``(N, n_voxels)`` MeV from ``latent`` ``(N, L + n_voxels)`` (standard
         normal) and ``conditions`` ``(N, 1)`` (incident energy, MeV), through Flow I and the
         Flow II named by ``self.flow``."""
+        # on a CPU, pieces that fit in the cache run several times faster per shower
+        # (measured on 2 threads, e+ student: 0.25 ms at 256-500, 0.87 ms in one pass of
+        # 10000; teacher 121 ms at 100, 160 ms at 1000)
+        pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK)
+        if pieces is not None:
+            return pieces
         n_layers = self.prep.n_layers
         energy = conditions[:, 0]
         x1 = self.flow1.inverse(latent[:, :n_layers], self.prep.energy_context(energy))
