@@ -247,6 +247,9 @@ class GenerativeModel(nn.Module):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     #: submodules that take gradient steps (wrapped for DDP by the loop)
     wrapped_names: ClassVar[tuple[str, ...]] = ()
+    #: wrapped submodules that ``--compile`` leaves uncompiled (e.g. a critic whose
+    #: gradient penalty needs a double backward, which compiled graphs do not support)
+    uncompiled_names: ClassVar[tuple[str, ...]] = ()
     #: the condition sets (geometry.conditions) the family can be built for
     condition_sets: ClassVar[tuple[tuple[str, ...], ...]] = (("energy",),)
     #: True when training_step routes every backward/step through ``self.scaler`` (a
@@ -301,9 +304,11 @@ class GenerativeModel(nn.Module):
         """Create the optimisers into ``self.optimizers`` (called after ``.to(device)``)."""
         raise NotImplementedError
 
-    def wrap_modules(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
-        """Let the loop wrap the gradient-taking submodules (e.g. in DDP), in one place."""
-        self.train_modules = {name: wrap(getattr(self, name)) for name in self.wrapped_names}
+    def wrap_modules(self, wrap: Callable[[nn.Module, bool], nn.Module]) -> None:
+        """Let the loop wrap the gradient-taking submodules (e.g. in DDP), in one place;
+        ``wrap(module, compilable)``."""
+        self.train_modules = {name: wrap(getattr(self, name), name not in self.uncompiled_names)
+                              for name in self.wrapped_names}
 
     def module(self, name: str) -> nn.Module:
         """The submodule ``name`` as training should call it (wrapped if the loop wrapped)."""

@@ -243,6 +243,9 @@ class WGAN(GenerativeModel):
 
     Config = WGANConfig
     wrapped_names = ("generator", "critic")
+    # the gradient penalty differentiates the critic twice; torch.compile (aot_autograd)
+    # does not support a double backward, so --compile compiles the generator only
+    uncompiled_names = ("critic",)
     condition_sets = (("energy",),)
 
     @classmethod

@@ -106,19 +106,20 @@ def seed_everything(seed: int) -> None:
 def wrap_distributed(model: GenerativeModel, device: torch.device,
                      compile: bool = False) -> None:
     """The single place where modules are wrapped for multi-process training (DDP) and
-    compiled (``torch.compile`` of the DDP wrapper, as PyTorch recommends). The model's
-    own submodules stay plain, so checkpoints keep their keys."""
+    compiled (``torch.compile`` of the DDP wrapper, as PyTorch recommends; not the
+    model's ``uncompiled_names``). The model's own submodules stay plain, so checkpoints
+    keep their keys."""
     _, world_size = distributed_info()
     if world_size == 1 and not compile:
         return
 
-    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+    def wrap(module: torch.nn.Module, compilable: bool) -> torch.nn.Module:
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids)
-        return torch.compile(module) if compile else module
+        return torch.compile(module) if compile and compilable else module
 
     model.wrap_modules(wrap)
 
