@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +227,17 @@ def test_batch_order_is_a_function_of_step():
         assert len(x) == len(y) == 10 and not set(x) & set(y)
     with pytest.raises(CaloforgeError, match="larger than"):
         StepBatchSampler(5, 10, seed=0, max_steps=1)
+
+
+SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    from caloforge.models import get_model_class
+    from caloforge.train.config import TrainConfig, load_run_config
+
+    train, model = load_run_config(path)
+    TrainConfig.from_dict(train)
+    # configs/FAMILY[_variant].yaml; unknown keys are refused, so a typo fails here
+    get_model_class(path.stem.split("_")[0]).Config.from_dict(model)
