@@ -81,8 +81,8 @@ from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
 
 __all__ = ["CaloFlowConfig", "CaloFlow", "STAGES", "stage_max_steps"]
 
-#: training stages, in order
 _CPU_CHUNK = 256  # showers per flow pass in CPU inference
+#: training stages, in order
 STAGES = ("flow1", "teacher", "student")
 _FLOWS = ("teacher", "student")
 
