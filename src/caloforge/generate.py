@@ -17,10 +17,9 @@ from caloforge.data.formats import ShowerWriter
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.models.base import GenerativeModel
+from caloforge.units import gev_to_mev, mev_to_gev
 
 __all__ = ["generate", "generate_to_file", "sample_conditions", "scan", "plot_scan"]
-
-_GEV = 1000.0
 
 
 def sample_conditions(model: GenerativeModel, n: int, energy_range: tuple[float, float] | None,
@@ -33,9 +32,11 @@ def sample_conditions(model: GenerativeModel, n: int, energy_range: tuple[float,
     if energy_range is None:
         lo, hi = cond.energy
     else:
-        lo, hi = (float(energy_range[0]) * _GEV, float(energy_range[1]) * _GEV)
+        lo, hi = (gev_to_mev(float(energy_range[0])),
+                  gev_to_mev(float(energy_range[1])))
         if lo > hi:
-            raise CaloforgeError(f"energy range {lo / _GEV:g}:{hi / _GEV:g} GeV is reversed")
+            raise CaloforgeError(
+                f"energy range {mev_to_gev(lo):g}:{mev_to_gev(hi):g} GeV is reversed")
     cond.check_energy(lo, hi)
     cols = [rng.uniform(lo, hi, n)]
     if "angle" in cond.names:
@@ -147,7 +148,7 @@ def scan(model: GenerativeModel, vary: str = "energy", n: int = 10,
         raise CaloforgeError(f"model {model.family!r} has no latent space to scan")
     cond = model.conditioning
     lo, hi = (cond.energy if energy_range is None
-              else (energy_range[0] * _GEV, energy_range[1] * _GEV))
+              else (gev_to_mev(energy_range[0]), gev_to_mev(energy_range[1])))
     cond.check_energy(lo, hi)
     if "angle" in cond.names:
         raise CaloforgeError("scan supports energy-conditioned models only")
@@ -155,7 +156,7 @@ def scan(model: GenerativeModel, vary: str = "energy", n: int = 10,
     latent = model.draw_latent(1, gen).repeat(n, *([1] * len(shape)))
     if vary == "energy":
         energies = np.linspace(lo, hi, n, dtype=np.float32)
-        values = energies / _GEV
+        values = mev_to_gev(energies)
     elif vary == "x":
         flat = int(np.prod(shape))
         if not 0 <= direction < flat:

@@ -36,6 +36,7 @@ def scan(rundir, vary, n, energy, direction, span, seed, device, output) -> None
     from caloforge.generate import plot_scan
     from caloforge.generate import scan as run_scan
     from caloforge.train import load_run
+    from caloforge.units import mev_to_gev
 
     model = load_run(rundir, device)
     showers, values = run_scan(model, vary, n, energy, direction, span, seed)
@@ -46,6 +47,6 @@ def scan(rundir, vary, n, energy, direction, span, seed, device, output) -> None
     click.echo(f"{'value':>8} {'E_inc GeV':>10} {'E_dep GeV':>10}  layer fractions")
     for v, e, d, f in zip(values, showers.incident_energy, showers.total_energy(), fractions,
                           strict=True):
-        click.echo(f"{v:8.3g} {e / 1e3:10.2f} {d / 1e3:10.2f}  "
+        click.echo(f"{v:8.3g} {mev_to_gev(e):10.2f} {mev_to_gev(d):10.2f}  "
                    + " ".join(f"{x:.3f}" for x in f))
     click.echo(f"wrote {path}")

@@ -13,128 +13,21 @@ energy in MeV and, where the geometry has one, the polar angle in degrees; voxel
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from caloforge.config import Config
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
+from caloforge.units import mev_to_gev
 
-__all__ = ["Config", "ModelConfig", "Conditioning", "GenerativeModel"]
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Turn a YAML value into the type a dataclass field declares (tuples, floats, ...)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except (TypeError, ValueError, CaloforgeError):
-                continue
-        raise CaloforgeError(f"{where}: cannot read {value!r} as {hint}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise CaloforgeError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], where) for v in value)
-        if len(args) != len(value):
-            raise CaloforgeError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise CaloforgeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise CaloforgeError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, float) and not value.is_integer():
-            raise CaloforgeError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise CaloforgeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise CaloforgeError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-@dataclass(frozen=True)
-class Config:
-    """Base of every frozen configuration dataclass: dicts and YAML in and out.
-
-    Unknown keys are refused with the list of valid ones, so a typo in a YAML file is an
-    error rather than a silently ignored setting.
-    """
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str | None = None):
-        d = dict(d or {})
-        where = where or cls.__name__
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise CaloforgeError(
-                f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(names)}"
-            )
-        kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()}
-        return cls(**kwargs)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, section: str | None = None):
-        """Read the config from a YAML file, or from one ``section`` of it."""
-        d = load_yaml(path)
-        if section is not None:
-            d = d.get(section) or {}
-        return cls.from_dict(d, where=f"{path}" + (f" [{section}]" if section else ""))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain (YAML/JSON-safe) dict; tuples become lists."""
-
-        def plain(v):
-            if isinstance(v, tuple):
-                return [plain(x) for x in v]
-            return v
-
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def replace(self, **changes):
-        """A copy with some fields changed (values coerced like YAML input)."""
-        return self.from_dict({**self.to_dict(), **changes})
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing or malformed file is a :class:`CaloforgeError`."""
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise CaloforgeError(f"config file not found: {path}")
-    try:
-        d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CaloforgeError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(d, dict):
-        raise CaloforgeError(f"{path}: expected a mapping at the top level")
-    return d
+__all__ = ["ModelConfig", "Conditioning", "GenerativeModel"]
 
 
 @dataclass(frozen=True)
@@ -188,8 +81,9 @@ class Conditioning:
         a, b = self._bounds(*self.energy)
         if lo_mev < a or hi_mev > b:
             raise CaloforgeError(
-                f"energy {lo_mev / 1e3:g}:{hi_mev / 1e3:g} GeV is outside the trained range "
-                f"{self.energy[0] / 1e3:.4g}:{self.energy[1] / 1e3:.4g} GeV; the model cannot "
+                f"energy {mev_to_gev(lo_mev):g}:{mev_to_gev(hi_mev):g} GeV is outside the trained "
+                f"range {mev_to_gev(self.energy[0]):.4g}:{mev_to_gev(self.energy[1]):.4g} GeV; "
+                "the model cannot "
                 "extrapolate reliably, ask for energies inside it"
             )
 

@@ -69,10 +69,10 @@ from caloforge.models.layers import (
     MinibatchDiscrimination,
     batch_norm_2d,
 )
+from caloforge.units import mev_to_gev
 
 __all__ = ["CaloGANConfig", "CaloGAN", "CaloGANGenerator", "CaloGANDiscriminator"]
 
-_GEV = 1000.0  # MeV per GeV
 _CPU_CHUNK = 256  # showers per generator pass in CPU inference
 
 
@@ -367,7 +367,7 @@ class CaloGAN(GenerativeModel):
         return out
 
     def _split_conditions(self, conditions: Tensor) -> tuple[Tensor, Tensor | None]:
-        energy_gev = conditions[:, 0] / _GEV
+        energy_gev = mev_to_gev(conditions[:, 0])
         angle = None
         if "angle" in self.geometry.conditions:
             lo, hi = self.conditioning.angle or (0.0, 180.0)
@@ -402,7 +402,7 @@ class CaloGAN(GenerativeModel):
     def _discriminate(self, images: list[Tensor], energy_gev: Tensor,
                       angle: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         mev = self._to_mev(images)
-        layer_energies = torch.stack([x.sum(dim=(1, 2, 3)) for x in mev], dim=1) / _GEV
+        layer_energies = mev_to_gev(torch.stack([x.sum(dim=(1, 2, 3)) for x in mev], dim=1))
         logit, regression = self.module("discriminator")(images, layer_energies, energy_gev,
                                                          angle)
         return logit, regression, layer_energies.sum(dim=1)

@@ -60,6 +60,7 @@ from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import register_model
 from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
+from caloforge.units import mev_to_gev
 
 __all__ = [
     "Gan3DConfig",
@@ -74,7 +75,6 @@ __all__ = [
     "to_mev",
 ]
 
-_GEV = 1000.0  # MeV per GeV
 _CPU_CHUNK = 64  # showers per generator pass in CPU inference (65025-cell grids are large)
 
 Triple = tuple[int, int, int]
@@ -405,7 +405,8 @@ class Gan3D(GenerativeModel):
         a_lo, a_hi = conditioning.angle or (90.0, 90.0)
         self.generator = Gan3DGenerator(self.grid, mask, True, config)
         self.discriminator = Gan3DDiscriminator(
-            self.grid, config, energy_init=0.5 * (e_lo + e_hi) / _GEV / config.energy_scale_gev,
+            self.grid, config,
+            energy_init=mev_to_gev(0.5 * (e_lo + e_hi)) / config.energy_scale_gev,
             angle_init=math.radians(0.5 * (a_lo + a_hi)))
         # expected deposited fraction (ECAL sum / E) = c0 + c1 a + c2 a^2 with a the scaled
         # angle; fitted to the training showers in prepare()
@@ -472,7 +473,7 @@ class Gan3D(GenerativeModel):
         pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK)
         if pieces is not None:
             return pieces
-        units = self.generator(latent, conditions[:, 0] / _GEV,
+        units = self.generator(latent, mev_to_gev(conditions[:, 0]),
                                self._scaled_angle(conditions[:, 1]))
         return self.grid_to_voxels(self._mev(units))
 
@@ -506,7 +507,7 @@ class Gan3D(GenerativeModel):
         zeros = torch.zeros(n, device=device)
 
         def targets(cond: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-            energy_gev = cond[:, 0] / _GEV
+            energy_gev = mev_to_gev(cond[:, 0])
             return (energy_gev, self._scaled_angle(cond[:, 1]),
                     energy_gev / c.energy_scale_gev, torch.deg2rad(cond[:, 1]))
 
@@ -556,7 +557,7 @@ class Gan3D(GenerativeModel):
             logit, e_reg, a_reg = disc(fake)
             adv = F.binary_cross_entropy_with_logits(logit, ones)
             l_p, l_a = mape(e_reg, e_t), mae(a_reg, a_t)
-            ecal = self._mev(fake).sum(dim=(1, 2, 3, 4)) / _GEV
+            ecal = mev_to_gev(self._mev(fake).sum(dim=(1, 2, 3, 4)))
             l_e = mape(ecal, self.expected_deposit_gev(energy_gev, fc[:, 1]))
             l_b = mape(self._spectrum(fake), real_spectrum, c.mape_floor)
             (w_g * adv + w_p * l_p + w_a * l_a + w_e * l_e + w_b * l_b).backward()

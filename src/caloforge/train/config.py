@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from caloforge.config import Config, load_yaml
 from caloforge.errors import CaloforgeError
-from caloforge.models.base import Config, load_yaml
 
 __all__ = ["TrainConfig", "load_run_config"]
 

@@ -374,7 +374,8 @@ def train(family: str, data_path: str | Path, rundir: str | Path, *,
                 "another --out"
             )
         config = TrainConfig.from_dict(overrides)
-        get_model_class(family)  # an unknown family fails before the data are read
+        # an unknown family or a bad model setting fails before the data are read
+        get_model_class(family).Config.from_dict(model_config, where="model")
     if data_path is None:
         raise CaloforgeError("no training data given (--data FILE.h5)")
 
