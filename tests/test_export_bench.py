@@ -150,7 +150,10 @@ def test_bench_cli_writes_json(tmp_path):
                                    "--threads", "1", "--repeats", "1", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "| batch 1 | batch 2 |" in res.output
-    assert "CaloGAN (seed 000, CPU)" in res.output
+    assert "| CaloGAN (paper, arXiv:1712.10321; Intel Xeon CPU) | quoted |" in res.output
+    assert ("| Geant4 11.4 (electromagnetic physics, data-free models), 1 thread, this "
+            "machine class | quoted | - | - | 1093 |") in res.output
+    assert "seed 00" not in res.output
     data = json.loads(out.read_text())
     assert data["batch_sizes"] == [1, 2]
     res = CliRunner().invoke(cli, ["bench", str(rundir), "--batch-sizes", "0"])

@@ -192,12 +192,9 @@ def export_onnx(model: GenerativeModel, path: str | Path, *, opset: int = OPSET,
     """
     require_extra("onnx", "onnx")
     require_extra("onnxscript", "onnx")
-    if model.latent_shape() is None:
-        raise CaloforgeError(f"model {model.family!r} has no explicit latent input and cannot "
-                             "be exported as a decoder")
-    if getattr(model, "flow", None) == "teacher":
-        raise CaloforgeError("the CaloFlow teacher samples in one network pass per voxel and is "
-                             "not exported; export the student (the default)")
+    problem = model.export_problem()
+    if problem is not None:
+        raise CaloforgeError(problem)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()

@@ -27,7 +27,12 @@ def sample_conditions(model: GenerativeModel, n: int, energy_range: tuple[float,
                       rng: np.random.Generator) -> np.ndarray:
     """``(n, n_conditions)`` conditions (energy MeV, angle degrees) drawn uniformly in the
     requested ranges (GeV, degrees; ``None``: the trained range), checked against the
-    trained range."""
+    trained range.
+
+    Raises:
+        CaloforgeError: a reversed range, a range outside the trained one, or an angle
+            for a model trained without one.
+    """
     cond = model.conditioning
     if energy_range is None:
         lo, hi = cond.energy
@@ -64,6 +69,21 @@ def generate(model: GenerativeModel, n: int, energy_range: tuple[float, float] |
     Yields:
         ShowerSet chunks in MeV, ``meta`` holding particle, generator (the model family)
         and seed.
+
+    Raises:
+        CaloforgeError: a non-positive count or batch size, an energy or angle range
+            outside the trained one, or non-finite energies from the model.
+
+    Examples:
+        >>> from caloforge.geometry import get_geometry
+        >>> from caloforge.models import Conditioning, build_model, get_model_class
+        >>> model = build_model("calogan", get_geometry("calogan"),
+        ...                     get_model_class("calogan").tiny_config(), Conditioning())
+        >>> chunks = list(generate(model, 5, energy_range=(10, 20), batch_size=4, seed=1))
+        >>> [len(c) for c in chunks], chunks[0].voxels.shape[1]
+        ([4, 1], 504)
+        >>> bool(all(1e4 <= e <= 2e4 for c in chunks for e in c.incident_energy))  # MeV
+        True
     """
     if n < 1:
         raise CaloforgeError(f"number of showers must be positive, got {n}")
@@ -91,25 +111,28 @@ def generate_to_file(rundir: str | Path, path: str | Path, n: int,
                      energy_range: tuple[float, float] | None = None,
                      angle_range: tuple[float, float] | None = None, batch_size: int = 1024,
                      seed: int = 0, device: str = "cpu", progress: bool = True,
-                     flow: str | None = None) -> Path:
-    """Generate ``n`` showers from the run in ``rundir`` into ``path`` (atomic, streamed).
+                     sampler: str | None = None) -> Path:
+    """Generate ``n`` showers from the run in ``rundir`` (a run directory or a pretrained
+    name) into ``path`` (atomic, streamed).
 
     The file has the training data's layout (the geometry's format) with the attributes
-    ``generator`` (model family), ``particle``, ``seed``, ``model_step`` and ``run``
-    (and ``flow`` for flow models with several samplers: ``flow`` names the one used,
-    ``None`` its default). Returns the path written.
+    ``generator`` (model family), ``particle``, ``seed``, ``model_step`` and ``run``, and
+    ``sampler`` for models with several samplers (the one used; ``sampler=None`` picks
+    the model's default). Returns the path written.
+
+    Raises:
+        CaloforgeError: no such run or pretrained model, a sampler the model does not have or
+            cannot use yet, a bad count or range (see :func:`generate`).
     """
     from tqdm.auto import tqdm
 
+    from caloforge.pretrained import resolve_run
     from caloforge.train.checkpoint import load_run
 
+    rundir = resolve_run(rundir)
     model = load_run(rundir, device)
-    extra = {}
-    if hasattr(model, "use_flow"):
-        model.use_flow(flow or model.flow)
-        extra["flow"] = model.flow
-    elif flow is not None:
-        raise CaloforgeError(f"--flow applies to flow models (caloflow), not {model.family!r}")
+    model.use_sampler(sampler)
+    extra = {"sampler": model.sampler} if model.samplers else {}
     chunks = generate(model, n, energy_range, angle_range, batch_size, seed)
     first = next(chunks)
     attrs = {**first.meta, **extra, "run": str(Path(rundir).resolve())}

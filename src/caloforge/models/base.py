@@ -146,10 +146,21 @@ class GenerativeModel(nn.Module):
     uncompiled_names: ClassVar[tuple[str, ...]] = ()
     #: the condition sets (geometry.conditions) the family can be built for
     condition_sets: ClassVar[tuple[tuple[str, ...], ...]] = (("energy",),)
-    #: True when training_step routes every backward/step through ``self.scaler`` (a
-    #: :class:`torch.amp.GradScaler` the loop sets for ``--precision fp16``, else None):
+    # ---- capabilities: what generic code (generate, bench, export, train, the CLI) asks
+
+    #: autocast precisions the family trains in; add ``"fp16"`` only when training_step
+    #: routes every backward/step through ``self.scaler`` (a :class:`torch.amp.GradScaler`
+    #: the loop sets for ``--precision fp16``, else None):
     #: ``self.scaler.scale(loss).backward(); self.scaler.step(opt); self.scaler.update()``
-    supports_grad_scaler: ClassVar[bool] = False
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    #: names of the family's samplers, the default first (empty: one unnamed sampler);
+    #: :meth:`use_sampler` selects one, :attr:`sampler` is the one in use
+    samplers: ClassVar[tuple[str, ...]] = ()
+    #: training stages in order (empty: one stage); :meth:`stage_end` maps a stage to
+    #: the ``max_steps`` that trains a run to its end
+    stages: ClassVar[tuple[str, ...]] = ()
+    #: training metrics the progress bar shows (the log keeps every metric)
+    progress_metrics: ClassVar[tuple[str, ...]] = ("loss",)
     scaler: Any = None
 
     @classmethod
@@ -175,6 +186,60 @@ class GenerativeModel(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.train_modules: dict[str, nn.Module] = {}
         self.run_info: dict[str, Any] = {}
+        self.sampler: str | None = self.samplers[0] if self.samplers else None
+
+    # ---- capabilities ------------------------------------------------------------------
+
+    def use_sampler(self, name: str | None = None) -> None:
+        """Make :meth:`decode` use sampler ``name`` (``None``: the default, the first of
+        :attr:`samplers`), after checking it can be used (:meth:`check_sampler`).
+
+        Raises:
+            CaloforgeError: a name the family does not have (the message lists the valid
+                ones), a name given to a family with a single sampler, or a sampler that
+                cannot be used yet (e.g. not trained).
+        """
+        if not self.samplers:
+            if name is not None:
+                raise CaloforgeError(
+                    f"model {self.family!r} has a single sampler; --sampler {name} does not "
+                    "apply to it")
+            return
+        name = self.samplers[0] if name is None else name
+        if name not in self.samplers:
+            raise CaloforgeError(f"model {self.family!r} has no sampler {name!r}; choose "
+                                 f"{', '.join(self.samplers)}")
+        self.check_sampler(name)
+        self.sampler = name
+
+    def check_sampler(self, name: str) -> None:
+        """Raise a :class:`CaloforgeError` saying what to do if sampler ``name`` cannot be
+        used yet (for example because its network has not been trained). Default: any.
+
+        Raises:
+            CaloforgeError: the sampler cannot be used.
+        """
+
+    def export_problem(self) -> str | None:
+        """Why the model, with the sampler in use, cannot be exported to ONNX as a decoder
+        (one sentence saying what to do instead), or ``None`` if it can."""
+        if self.latent_shape() is None:
+            return (f"model {self.family!r} has no explicit latent input and cannot be "
+                    "exported as a decoder")
+        return None
+
+    @classmethod
+    def stage_end(cls, config: ModelConfig, stage: str, current_step: int) -> int:
+        """The ``max_steps`` that trains a run now at ``current_step`` to the end of
+        ``stage`` (one of :attr:`stages`, or ``"all"``); families trained in stages
+        override it.
+
+        Raises:
+            CaloforgeError: the family trains in one stage, the stage is unknown, its
+                predecessors are not trained, or it is already trained.
+        """
+        raise CaloforgeError(f"--stage applies to models trained in stages, not "
+                             f"{cls.family!r}")
 
     # ---- building and training -------------------------------------------------------
 

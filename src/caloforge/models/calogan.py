@@ -329,6 +329,7 @@ class CaloGAN(GenerativeModel):
     Config = CaloGANConfig
     wrapped_names = ("generator", "discriminator")
     condition_sets = (("energy",), ("energy", "angle"))
+    progress_metrics = ("d_loss_real", "d_loss_fake", "g_loss", "g_energy_mae_gev")
 
     @classmethod
     def tiny_config(cls) -> CaloGANConfig:

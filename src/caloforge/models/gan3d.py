@@ -384,6 +384,7 @@ class Gan3D(GenerativeModel):
     Config = Gan3DConfig
     wrapped_names = ("generator", "discriminator")
     condition_sets = (("energy", "angle"),)
+    progress_metrics = ("d_loss_real", "d_loss_fake", "g_loss")
 
     @classmethod
     def tiny_config(cls) -> Gan3DConfig:

@@ -247,6 +247,7 @@ class WGAN(GenerativeModel):
     # does not support a double backward, so --compile compiles the generator only
     uncompiled_names = ("critic",)
     condition_sets = (("energy",),)
+    progress_metrics = ("critic_loss", "wasserstein", "g_loss")
 
     @classmethod
     def tiny_config(cls) -> WGANConfig:

@@ -28,6 +28,7 @@ from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import Conditioning, GenerativeModel, get_model_class
 from caloforge.train.config import TrainConfig
+from caloforge.train.device import resolve_device
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -167,8 +168,6 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> Gen
 def load_run(rundir: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
     """The trained model of a run directory, in eval mode on ``device``; its
     ``run_info`` holds particle, step, version, training config and data source."""
-    from caloforge.train.loop import resolve_device
-
     device = resolve_device(str(device))
     model = model_from_checkpoint(load_checkpoint(rundir, map_location=device), device)
     return model.eval()

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from caloforge.errors import CaloforgeError
+from caloforge.train.device import resolve_device
 
 __all__ = [
     "init_distributed",
@@ -86,7 +87,6 @@ def init_distributed(device_name: str) -> tuple[torch.device, bool]:
         ``(device, started)``: ``started`` is true when this call created the process
         group (the caller then ends it with :func:`shutdown_distributed`).
     """
-    from caloforge.train.loop import resolve_device
 
     device = resolve_device(device_name)
     dist = _dist()
@@ -164,15 +164,17 @@ def check_precision(precision: str, device: torch.device, model) -> None:
         raise CaloforgeError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise CaloforgeError("--precision fp16 needs CUDA; on the CPU use bf16 or fp32")
-        if not getattr(model, "supports_grad_scaler", False):
+    if precision == "fp16" and device.type != "cuda":
+        raise CaloforgeError("--precision fp16 needs CUDA; on the CPU use bf16 or fp32")
+    if precision not in model.precisions:
+        if precision == "fp16":
             raise CaloforgeError(
                 f"model {model.family!r} does not route its backward passes through the "
                 "gradient scaler (model.scaler), so fp16 gradients could underflow; use "
                 "--precision bf16"
             )
+        raise CaloforgeError(f"model {model.family!r} trains in {', '.join(model.precisions)}, "
+                             f"not {precision}")
 
 
 def autocast_context(precision: str, device: torch.device):

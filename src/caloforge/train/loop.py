@@ -53,6 +53,7 @@ from caloforge.train.checkpoint import (
 )
 from caloforge.train.config import TrainConfig
 from caloforge.train.data import ShowerDataset, StepBatchSampler, collate_batch
+from caloforge.train.device import resolve_device, seed_everything
 from caloforge.train.distributed import (
     autocast_context,
     average_metrics,
@@ -74,33 +75,6 @@ __all__ = ["train", "fit", "resolve_device", "seed_everything", "wrap_distribute
            "distributed_info"]  # distributed_info lives in caloforge.train.distributed
 
 LOG_NAME = "log.jsonl"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA if available else CPU; a CUDA request without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CaloforgeError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CaloforgeError(
-            f"device {name!r} requested but CUDA is not available to torch "
-            f"({torch.__version__}); use --device cpu"
-        )
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and python's ``random``."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def wrap_distributed(model: GenerativeModel, device: torch.device,
@@ -272,7 +246,8 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
                           "effective_batch_size": config.batch_size * world_size, **lrs,
                           **means}
                 logger.log(record)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k in _SHOWN},
+                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()
+                                if k in model.progress_metrics},
                                 refresh=False)
                 sums.clear()
                 count, t_log = 0, now
@@ -301,8 +276,6 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
     return {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - t_start,
             "metrics": metrics}
 
-
-_SHOWN = {"d_loss_real", "d_loss_fake", "g_loss", "loss", "nll", "g_energy_mae_gev"}
 
 
 def _read_training_showers(path: str | Path, max_showers: int | None) -> ShowerSet:
