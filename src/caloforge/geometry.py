@@ -12,7 +12,7 @@ is layer ``i``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
@@ -114,7 +114,6 @@ class Geometry:
     file_format: str = "calochallenge"
     has_overflow: bool = False
     description: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def n_layers(self) -> int:
@@ -168,9 +167,7 @@ class Geometry:
 
     def to_dict(self) -> dict:
         """A plain dict (JSON/YAML-safe) that :meth:`from_dict` turns back into the geometry."""
-        d = asdict(self)
-        d.pop("extra", None)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Geometry:
@@ -302,7 +299,18 @@ def register_geometry(geometry: Geometry) -> Geometry:
 
 
 def get_geometry(name: str | Geometry) -> Geometry:
-    """Look a geometry up by name; a :class:`Geometry` passes through."""
+    """Look a geometry up by name; a :class:`Geometry` passes through.
+
+    Raises:
+        CaloforgeError: an unknown name; the message lists the known ones.
+
+    Examples:
+        >>> g = get_geometry("calogan")
+        >>> g.n_voxels, [layer.shape for layer in g.layers]
+        (504, [(3, 96), (12, 12), (12, 6)])
+        >>> g.conditions, g.energy_range
+        (('energy',), (1.0, 100.0))
+    """
     if isinstance(name, Geometry):
         return name
     try:
