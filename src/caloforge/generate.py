@@ -165,6 +165,10 @@ def scan(model: GenerativeModel, vary: str = "energy", n: int = 10,
 
     Returns:
         ``(showers, values)``: the showers and the varied values (GeV or latent units).
+
+    Raises:
+        CaloforgeError: a model without a latent space or with an angle condition, an
+            energy range outside the trained one, a bad ``direction`` or ``vary``.
     """
     shape = model.latent_shape()
     if shape is None:

@@ -136,7 +136,11 @@ class Geometry:
         return slice(self.layer_offsets[index], self.layer_offsets[index + 1])
 
     def split_layers(self, voxels: np.ndarray) -> list[np.ndarray]:
-        """Split flat voxels ``(N, n_voxels)`` into per-layer arrays ``(N, *layer.shape)``."""
+        """Split flat voxels ``(N, n_voxels)`` into per-layer arrays ``(N, *layer.shape)``.
+
+        Raises:
+            CaloforgeError: ``voxels`` is not ``(N, n_voxels)``.
+        """
         voxels = np.asarray(voxels)
         if voxels.ndim != 2 or voxels.shape[1] != self.n_voxels:
             raise CaloforgeError(
@@ -149,7 +153,11 @@ class Geometry:
         ]
 
     def join_layers(self, layers: list[np.ndarray]) -> np.ndarray:
-        """Inverse of :meth:`split_layers`: per-layer arrays to flat ``(N, n_voxels)``."""
+        """Inverse of :meth:`split_layers`: per-layer arrays to flat ``(N, n_voxels)``.
+
+        Raises:
+            CaloforgeError: the wrong number of layers or a layer of the wrong shape.
+        """
         if len(layers) != self.n_layers:
             raise CaloforgeError(
                 f"geometry {self.name!r} has {self.n_layers} layers, got {len(layers)}"
@@ -242,6 +250,9 @@ def geometry_from_binning_xml(path, name: str, energy_range: tuple[float, float]
 
     References:
         Fast Calorimeter Simulation Challenge 2022, https://calochallenge.github.io/homepage/
+
+    Raises:
+        CaloforgeError: the file is missing or not a CaloChallenge binning file.
     """
     import xml.etree.ElementTree as ET
 

@@ -33,7 +33,12 @@ _discovered = False
 
 
 def register_model(name: str):
-    """Class decorator: register a :class:`GenerativeModel` subclass under ``name``."""
+    """Class decorator: register a :class:`GenerativeModel` subclass under ``name``.
+
+    Raises:
+        TypeError: the decorated object is not a GenerativeModel subclass.
+        ValueError: ``name`` is already registered by another class.
+    """
 
     def decorate(cls: type[GenerativeModel]) -> type[GenerativeModel]:
         if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):

@@ -77,7 +77,11 @@ class Conditioning:
         return lo - slack, hi + slack
 
     def check_energy(self, lo_mev: float, hi_mev: float) -> None:
-        """Raise a :class:`CaloforgeError` if ``[lo, hi]`` MeV leaves the trained range."""
+        """Raise a :class:`CaloforgeError` if ``[lo, hi]`` MeV leaves the trained range.
+
+        Raises:
+            CaloforgeError: the range leaves the trained one (beyond the tolerance).
+        """
         a, b = self._bounds(*self.energy)
         if lo_mev < a or hi_mev > b:
             raise CaloforgeError(
@@ -88,6 +92,12 @@ class Conditioning:
             )
 
     def check_angle(self, lo_deg: float, hi_deg: float) -> None:
+        """Check that ``[lo, hi]`` degrees lies in the trained angle range.
+
+        Raises:
+            CaloforgeError: the model has no angle condition, or the range leaves the
+                trained one (beyond the tolerance).
+        """
         if self.angle is None:
             raise CaloforgeError("this model was trained without an angle condition")
         a, b = self._bounds(*self.angle)
@@ -98,7 +108,12 @@ class Conditioning:
             )
 
     def check(self, conditions: np.ndarray | Tensor) -> None:
-        """Check a ``(N, n_conditions)`` array of conditions (MeV, degrees)."""
+        """Check a ``(N, n_conditions)`` array of conditions (MeV, degrees).
+
+        Raises:
+            CaloforgeError: a wrong shape, non-finite values, or values outside the trained
+                range.
+        """
         c = conditions.detach().cpu().numpy() if isinstance(conditions, Tensor) else conditions
         c = np.asarray(c)
         if c.ndim != 2 or c.shape[1] != len(self.names):
@@ -135,6 +150,10 @@ class GenerativeModel(nn.Module):
             values by wrapped modules (``DistributedDataParallel``) through
             :meth:`wrap_modules`; training code calls ``self.train_modules[name]`` and
             everything else uses the plain submodules.
+
+    Raises:
+        CaloforgeError: the geometry's conditions are not among ``condition_sets``, or
+            ``config`` is not the family's ``Config``.
     """
 
     family: ClassVar[str] = ""
@@ -260,7 +279,11 @@ class GenerativeModel(nn.Module):
         the first step; store them in buffers so checkpoints carry them. Default: nothing."""
 
     def configure_optimizers(self) -> None:
-        """Create the optimisers into ``self.optimizers`` (called after ``.to(device)``)."""
+        """Create the optimisers into ``self.optimizers`` (called after ``.to(device)``).
+
+        Raises:
+            NotImplementedError: in the base class; every family implements it.
+        """
         raise NotImplementedError
 
     def wrap_modules(self, wrap: Callable[[nn.Module, bool], nn.Module]) -> None:
@@ -285,6 +308,9 @@ class GenerativeModel(nn.Module):
 
         Returns:
             Scalar metrics (losses) for logging.
+
+        Raises:
+            NotImplementedError: in the base class; every family implements it.
         """
         raise NotImplementedError
 
@@ -292,6 +318,11 @@ class GenerativeModel(nn.Module):
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
     def load_optimizer_state_dict(self, state: Mapping[str, dict]) -> None:
+        """Restore the optimisers from :meth:`optimizer_state_dict`'s output.
+
+        Raises:
+            CaloforgeError: the checkpoint's optimisers are not the model's.
+        """
         missing = set(self.optimizers) ^ set(state)
         if missing:
             raise CaloforgeError(f"checkpoint optimisers {sorted(state)} do not match the "
@@ -306,14 +337,22 @@ class GenerativeModel(nn.Module):
         return None
 
     def draw_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``(n, *latent_shape)`` standard normal latent vectors on the model's device."""
+        """``(n, *latent_shape)`` standard normal latent vectors on the model's device.
+
+        Raises:
+            CaloforgeError: the model has no latent space.
+        """
         shape = self.latent_shape()
         if shape is None:
             raise CaloforgeError(f"model {self.family!r} has no latent space")
         return torch.randn((n, *shape), generator=generator, device=self.device)
 
     def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
-        """Showers ``(N, n_voxels)`` in MeV from latent vectors and conditions."""
+        """Showers ``(N, n_voxels)`` in MeV from latent vectors and conditions.
+
+        Raises:
+            NotImplementedError: in the base class, for families that override :meth:`sample`.
+        """
         raise NotImplementedError
 
     def decode_in_pieces(self, latent: Tensor, conditions: Tensor, piece: int) -> Tensor | None:

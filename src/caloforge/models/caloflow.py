@@ -225,6 +225,13 @@ class CaloFlow(GenerativeModel):
 
     @classmethod
     def stage_end(cls, config: CaloFlowConfig, stage: str, current_step: int) -> int:
+        """The last step of ``stage`` (``flow1``, ``teacher``, ``student``; ``all``: the
+        student's), for a run now at ``current_step``.
+
+        Raises:
+            CaloforgeError: an unknown stage, a stage whose predecessor is not trained,
+                or one already trained.
+        """
         ends = config.stage_ends()
         if stage == "all":
             return ends[-1]

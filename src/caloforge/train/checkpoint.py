@@ -127,7 +127,12 @@ def save_checkpoint(rundir: str | Path, model: GenerativeModel, train_config: Tr
 
 
 def load_checkpoint(rundir: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read and check a checkpoint (``RUNDIR`` or the ``.pt`` file itself)."""
+    """Read and check a checkpoint (``RUNDIR`` or the ``.pt`` file itself).
+
+    Raises:
+        CaloforgeError: no checkpoint, an unreadable or foreign file, or one written by
+            a newer caloforge.
+    """
     path = checkpoint_path(rundir)
     if not path.exists():
         raise CaloforgeError(

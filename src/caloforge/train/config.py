@@ -86,7 +86,11 @@ class TrainConfig(Config):
 
 def load_run_config(path: str | Path | None) -> tuple[dict, dict]:
     """Read a run config file into ``(train_section, model_section)`` dicts (both empty if
-    ``path`` is ``None``); unknown top-level sections are an error."""
+    ``path`` is ``None``); unknown top-level sections are an error.
+
+    Raises:
+        CaloforgeError: a missing or malformed file, or an unknown section.
+    """
     if path is None:
         return {}, {}
     d = load_yaml(path)

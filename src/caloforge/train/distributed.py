@@ -86,6 +86,9 @@ def init_distributed(device_name: str) -> tuple[torch.device, bool]:
     Returns:
         ``(device, started)``: ``started`` is true when this call created the process
         group (the caller then ends it with :func:`shutdown_distributed`).
+
+    Raises:
+        CaloforgeError: a device that does not exist, or CUDA asked for without it.
     """
 
     device = resolve_device(device_name)
@@ -145,6 +148,9 @@ def scale_learning_rates(model, mode: str, world_size: int) -> float:
 
     Called once on a fresh run after ``configure_optimizers``; a resumed run gets the
     scaled rates back from the optimiser states.
+
+    Raises:
+        CaloforgeError: an unknown scaling mode.
     """
     if mode not in LR_SCALINGS:
         raise CaloforgeError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {mode!r}")
@@ -159,7 +165,12 @@ def scale_learning_rates(model, mode: str, world_size: int) -> float:
 
 
 def check_precision(precision: str, device: torch.device, model) -> None:
-    """Refuse precision settings that would silently be wrong."""
+    """Refuse precision settings that would silently be wrong.
+
+    Raises:
+        CaloforgeError: an unknown precision, fp16 on the CPU, or a precision the
+            family does not train in.
+    """
     if precision not in PRECISIONS:
         raise CaloforgeError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
