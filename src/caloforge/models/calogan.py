@@ -63,6 +63,7 @@ from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import register_model
+from caloforge.models._transforms import power_scale, power_unscale, scale_angle
 from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
 from caloforge.models.layers import (
     LocallyConnected2d,
@@ -352,27 +353,20 @@ class CaloGAN(GenerativeModel):
 
     def _to_units(self, voxels_mev: Tensor) -> list[Tensor]:
         """Flat MeV voxels -> per-layer images ``u = (E / scale) ** power``."""
-        u = voxels_mev.clamp_min(0) / self.config.voxel_scale_mev
-        if self.config.voxel_power != 1.0:
-            u = u.pow(self.config.voxel_power)
+        u = power_scale(voxels_mev, self.config.voxel_power, self.config.voxel_scale_mev)
         return [u[:, self.geometry.layer_slice(i)].reshape(-1, 1, *layer.shape)
                 for i, layer in enumerate(self.geometry.layers)]
 
     def _to_mev(self, images: list[Tensor]) -> list[Tensor]:
         """Per-layer images ``u`` -> per-layer MeV images (inverse of :meth:`_to_units`)."""
-        out = []
-        for u in images:
-            if self.config.voxel_power != 1.0:
-                u = u.pow(1.0 / self.config.voxel_power)
-            out.append(u * self.config.voxel_scale_mev)
-        return out
+        return [power_unscale(u, self.config.voxel_power, self.config.voxel_scale_mev)
+                for u in images]
 
     def _split_conditions(self, conditions: Tensor) -> tuple[Tensor, Tensor | None]:
         energy_gev = mev_to_gev(conditions[:, 0])
         angle = None
         if "angle" in self.geometry.conditions:
-            lo, hi = self.conditioning.angle or (0.0, 180.0)
-            angle = 2.0 * (conditions[:, 1] - lo) / max(hi - lo, 1e-6) - 1.0
+            angle = scale_angle(conditions[:, 1], self.conditioning.angle)
         return energy_gev, angle
 
     # ---- sampling ------------------------------------------------------------------------

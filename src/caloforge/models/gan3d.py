@@ -60,6 +60,7 @@ from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import register_model
+from caloforge.models._transforms import power_scale, power_unscale, scale_angle
 from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
 from caloforge.units import mev_to_gev
 
@@ -177,12 +178,12 @@ class Gan3DConfig(ModelConfig):
 
 def to_units(mev: Tensor, power: float = 0.85, scale_mev: float = 1000.0) -> Tensor:
     """Deposits in MeV -> network pixels ``(E / scale) ** power`` (negatives -> 0)."""
-    return (mev.clamp_min(0) / scale_mev).pow(power)
+    return power_scale(mev, power, scale_mev)
 
 
 def to_mev(units: Tensor, power: float = 0.85, scale_mev: float = 1000.0) -> Tensor:
     """Inverse of :func:`to_units`: network pixels (>= 0) -> MeV."""
-    return units.clamp_min(0).pow(1.0 / power) * scale_mev
+    return power_unscale(units.clamp_min(0), power, scale_mev)
 
 
 def mape(pred: Tensor, target: Tensor, floor: float = 1e-7) -> Tensor:
@@ -445,8 +446,7 @@ class Gan3D(GenerativeModel):
         return to_mev(units, self.config.voxel_power, self.config.voxel_scale_mev)
 
     def _scaled_angle(self, angle_deg: Tensor) -> Tensor:
-        lo, hi = self.conditioning.angle or (0.0, 180.0)
-        return 2.0 * (angle_deg - lo) / max(hi - lo, 1e-6) - 1.0
+        return scale_angle(angle_deg, self.conditioning.angle)
 
     def expected_deposit_gev(self, energy_gev: Tensor, angle_deg: Tensor) -> Tensor:
         """Expected ECAL sum in GeV for primary energies (GeV) and angles (degrees)."""
