@@ -3,6 +3,9 @@
 Every timing here is taken in the same process, on the same hardware, with warm-up calls
 excluded, so ratios between generators (a model vs the parametric simulator vs Geant4)
 are meaningful. Absolute numbers depend on the machine: :func:`hardware` records it.
+
+The timer is hand-written rather than :mod:`timeit` or pytest-benchmark: it needs a time
+budget per batch size and skips batch sizes predicted to exceed it, which neither offers.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ Each model is a folder ``caloforge/pretrained/<name>/`` holding
 Every command that takes a run directory (``generate``, ``bench``, ``export``, ``scan``)
 also takes a pretrained name (:func:`resolve_run`). The folder searched is the package's,
 or the one named by the environment variable ``CALOFORGE_PRETRAINED_DIR`` (tests, local
-collections).
+collections). The models travel inside the package rather than through a model hub
+client (huggingface_hub): they must work offline, right after ``pip install``.
 
 Examples:
     >>> import tempfile
