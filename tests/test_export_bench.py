@@ -158,3 +158,12 @@ def test_bench_cli_writes_json(tmp_path):
     assert data["batch_sizes"] == [1, 2]
     res = CliRunner().invoke(cli, ["bench", str(rundir), "--batch-sizes", "0"])
     assert res.exit_code != 0
+
+
+def test_a_sampler_the_model_does_not_have_is_one_error(tmp_path):
+    rundir = _run(tmp_path)
+    with pytest.raises(CaloforgeError, match="single sampler"):
+        bench_runs([f"{rundir}:teacher"], [1], repeats=1, simulator=False, log=lambda m: None)
+    res = CliRunner().invoke(cli, ["generate", str(rundir), "-n", "2", "--sampler", "fast",
+                                   "-o", str(tmp_path / "g.h5")])
+    assert res.exit_code != 0 and not (tmp_path / "g.h5").exists()

@@ -24,8 +24,8 @@ from caloforge.cli._options import RangeType, seed_option
               help="Output HDF5 file, in the layout of the training data.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--sampler", default=None,
-              help="For models with several samplers (e.g. caloflow: student, teacher): the "
-              "one to use. [default: the model's first]")
+              help="For models with several samplers (a distilled flow's student and "
+              "teacher, for example): the one to use. [default: the model's first]")
 @click.option("--flow", default=None, hidden=True, help="Deprecated name of --sampler.")
 def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet, sampler,
              flow) -> None:

@@ -38,9 +38,9 @@ from caloforge.cli._options import seed_option
               help="Scale learning rates with the number of torchrun processes. "
                    "[default: none]")
 @click.option("--stage", default=None,
-              help="For models trained in stages (e.g. caloflow: flow1, teacher, student): "
-              "train up to the end of STAGE, or 'all' (sets --max-steps); one stage at a "
-              "time with --resume.")
+              help="For models trained in stages (a distilled flow's flow1, teacher, "
+              "student, for example): train up to the end of STAGE, or 'all' (sets "
+              "--max-steps); one stage at a time with --resume.")
 def train(model: str, data, rundir, config, max_steps, batch_size, checkpoint_every, device,
           num_threads, seed, resume, quiet, precision, compile_, lr_scaling,
           stage) -> None:
