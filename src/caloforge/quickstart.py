@@ -105,6 +105,15 @@ def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | N
                              progress=progress)
     timings["evaluate"] = time.perf_counter() - t
 
+    _echo_summary(metrics, timings, echo)
+    report = outdir / "report.html"
+    echo(f"report: {report.resolve()}")
+    return report
+
+
+def _echo_summary(metrics: dict, timings: dict[str, float],
+                  echo: Callable[[str], None]) -> None:
+    """The classifier AUCs, the worst separation power and the time of each step."""
     for kind, res in metrics.get("classifier", {}).items():
         echo(f"  classifier AUC ({kind}): {res['auc']:.3f}  (0.5: indistinguishable)")
     sep = metrics.get("separation_power") or {}
@@ -114,9 +123,6 @@ def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | N
     total = sum(timings.values())
     echo("  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
          + f"; total {total / 60:.1f} min")
-    report = outdir / "report.html"
-    echo(f"report: {report.resolve()}")
-    return report
 
 
 def _tiny_model() -> dict:
