@@ -113,12 +113,21 @@ def test_time_per_shower_skips_batches_beyond_the_budget():
     assert "| slow | numpy |" in table and "| quoted thing | quoted |" in table
 
 
-def test_time_per_shower_times_a_long_call_once_without_warm_up():
+def test_time_per_shower_times_a_long_call_once_without_warm_up(monkeypatch):
+    import types
+
+    import caloforge.bench
+
+    # a clock that only the calls advance (5 ms per shower), so that the decisions do not
+    # depend on how loaded the machine is
+    clock = [0.0]
+    monkeypatch.setattr(caloforge.bench, "time",
+                        types.SimpleNamespace(perf_counter=lambda: clock[0]))
     calls = []
 
     def sample(b):
         calls.append(b)
-        time.sleep(0.005 * b)
+        clock[0] += 0.005 * b
 
     # batch 10 is predicted at 0.05 s: within the 0.08 s budget, but over a quarter of it
     timings = time_per_shower(sample, [1, 10], name="slow", backend="numpy", repeats=2,
