@@ -14,7 +14,8 @@ from caloforge.geometry import CALOGAN, Geometry, Layer, get_geometry
 from caloforge.models import Conditioning, build_model
 from caloforge.models._flowprep import FlowPreprocessing
 from caloforge.models._maf import IAF, MAF, rqs_forward, rqs_inverse, rqs_knots
-from caloforge.models.caloflow import CaloFlow, CaloFlowConfig, stage_max_steps
+from caloforge.models.caloflow import CaloFlow, CaloFlowConfig
+from caloforge.train import stage_max_steps
 
 torch.set_num_threads(1)
 
@@ -185,11 +186,13 @@ def test_stages_follow_the_step_number_and_count_steps():
     model.training_step(batch, 3)
     assert model.trained_steps("flow1") == 1 and model.trained_steps("teacher") == 1
     with pytest.raises(CaloforgeError, match="student flow of this run has not been trained"):
-        model.use_flow("student")
-    model.use_flow("teacher")
-    assert model.flow == "teacher"
-    with pytest.raises(CaloforgeError, match="unknown flow"):
-        model.use_flow("apprentice")
+        model.use_sampler("student")
+    with pytest.raises(CaloforgeError, match="student flow of this run has not been trained"):
+        model.use_sampler()  # the default, the student
+    model.use_sampler("teacher")
+    assert model.sampler == "teacher"
+    with pytest.raises(CaloforgeError, match="no sampler 'apprentice'; choose student, teacher"):
+        model.use_sampler("apprentice")
 
 
 def test_distillation_reduces_the_distillation_loss():
@@ -225,7 +228,7 @@ def test_atlas89_builds_trains_and_samples(flow):
     voxels, energy = fake_showers(geometry, 8)
     for step in (1, 2, 3):
         model.training_step({"voxels": voxels, "conditions": energy[:, None]}, step)
-    model.use_flow(flow)
+    model.use_sampler(flow)
     showers = model.sample(energy[:5, None], generator=torch.Generator().manual_seed(0))
     assert showers.shape == (5, 89)
     assert torch.isfinite(showers).all() and (showers >= 0).all()
@@ -288,8 +291,8 @@ def test_cli_stage_all_then_generate_with_both_flows(cli_files, capsys):
     assert "step 6" in out
     for flow in ("teacher", "student"):
         path = root / f"{flow}.h5"
-        code, _, err = run_cli(["generate", run, "-n", 3, "--flow", flow, "-o", path, "-q"],
-                               capsys)
+        code, _, err = run_cli(["generate", run, "-n", 3, "--sampler", flow, "-o", path,
+                                "-q"], capsys)
         assert code == 0, err
         check_generated(path, 3)
     # student by default

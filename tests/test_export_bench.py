@@ -113,12 +113,21 @@ def test_time_per_shower_skips_batches_beyond_the_budget():
     assert "| slow | numpy |" in table and "| quoted thing | quoted |" in table
 
 
-def test_time_per_shower_times_a_long_call_once_without_warm_up():
+def test_time_per_shower_times_a_long_call_once_without_warm_up(monkeypatch):
+    import types
+
+    import caloforge.bench
+
+    # a clock that only the calls advance (5 ms per shower), so that the decisions do not
+    # depend on how loaded the machine is
+    clock = [0.0]
+    monkeypatch.setattr(caloforge.bench, "time",
+                        types.SimpleNamespace(perf_counter=lambda: clock[0]))
     calls = []
 
     def sample(b):
         calls.append(b)
-        time.sleep(0.005 * b)
+        clock[0] += 0.005 * b
 
     # batch 10 is predicted at 0.05 s: within the 0.08 s budget, but over a quarter of it
     timings = time_per_shower(sample, [1, 10], name="slow", backend="numpy", repeats=2,
@@ -150,8 +159,20 @@ def test_bench_cli_writes_json(tmp_path):
                                    "--threads", "1", "--repeats", "1", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "| batch 1 | batch 2 |" in res.output
-    assert "CaloGAN (seed 000, CPU)" in res.output
+    assert "| CaloGAN (paper, arXiv:1712.10321; Intel Xeon CPU) | quoted |" in res.output
+    assert ("| Geant4 11.4 (electromagnetic physics, data-free models), 1 thread, this "
+            "machine class | quoted | - | - | 1093 |") in res.output
+    assert "seed 00" not in res.output
     data = json.loads(out.read_text())
     assert data["batch_sizes"] == [1, 2]
     res = CliRunner().invoke(cli, ["bench", str(rundir), "--batch-sizes", "0"])
     assert res.exit_code != 0
+
+
+def test_a_sampler_the_model_does_not_have_is_one_error(tmp_path):
+    rundir = _run(tmp_path)
+    with pytest.raises(CaloforgeError, match="single sampler"):
+        bench_runs([f"{rundir}:teacher"], [1], repeats=1, simulator=False, log=lambda m: None)
+    res = CliRunner().invoke(cli, ["generate", str(rundir), "-n", "2", "--sampler", "fast",
+                                   "-o", str(tmp_path / "g.h5")])
+    assert res.exit_code != 0 and not (tmp_path / "g.h5").exists()

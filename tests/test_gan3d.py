@@ -1,5 +1,5 @@
-"""3DGAN (seed 004): loss terms, preprocessing, training schedule, layout, the 3DGAN file
-reader and the CLI on a tiny CLIC-like geometry."""
+"""3DGAN (Carminati et al., CHEP 2019): loss terms, preprocessing, training schedule,
+layout, the 3DGAN file reader and the CLI on a tiny CLIC-like geometry."""
 
 import h5py
 import numpy as np

@@ -160,3 +160,35 @@ def test_conditioning_range_check():
     with pytest.raises(CaloforgeError, match="shape"):
         c.check(np.ones((3, 2)))
     assert Conditioning.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize(("name", "conditions"), CASES)
+def test_capabilities_are_declared_and_kept(name, conditions):
+    """What generic code asks a family: samplers, stages, progress metrics, precisions."""
+    from caloforge.train.distributed import PRECISIONS
+
+    model = build(name, conditions)
+    cls = type(model)
+    assert "fp32" in cls.precisions and set(cls.precisions) <= set(PRECISIONS)
+    # the progress bar shows metrics the family's training step really returns
+    steps = max(1, len(cls.stages)) * 2
+    seen: set[str] = set()
+    for step in range(1, steps + 1):
+        seen |= set(model.training_step(fake_batch(model.geometry, 6, seed=step), step))
+    assert set(cls.progress_metrics) <= seen, (cls.progress_metrics, seen)
+    # samplers: the default is the first; an unknown name lists the valid ones
+    assert model.sampler == (cls.samplers[0] if cls.samplers else None)
+    with pytest.raises(CaloforgeError, match="apprentice"):
+        model.use_sampler("apprentice")
+    model.use_sampler(None)
+    # stages: a family with stages maps each to a step; one without refuses --stage
+    config = cls.tiny_config()
+    if cls.stages:
+        first_end = cls.stage_end(config, cls.stages[0], 0)
+        assert 1 <= first_end <= cls.stage_end(config, "all", 0)
+        with pytest.raises(CaloforgeError, match="unknown stage"):
+            cls.stage_end(config, "nonsense", 0)
+    else:
+        with pytest.raises(CaloforgeError, match="--stage applies to models trained in"):
+            cls.stage_end(config, "all", 0)
+    assert model.export_problem() is None or isinstance(model.export_problem(), str)

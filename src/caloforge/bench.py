@@ -3,6 +3,9 @@
 Every timing here is taken in the same process, on the same hardware, with warm-up calls
 excluded, so ratios between generators (a model vs the parametric simulator vs Geant4)
 are meaningful. Absolute numbers depend on the machine: :func:`hardware` records it.
+
+The timer is hand-written rather than :mod:`timeit` or pytest-benchmark: it needs a time
+budget per batch size and skips batch sizes predicted to exceed it, which neither offers.
 """
 
 from __future__ import annotations
@@ -16,15 +19,29 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Timing", "hardware", "time_per_shower", "markdown_table", "SEED_FIGURES",
-           "model_sampler", "onnx_sampler", "simulator_sampler", "bench_runs"]
+__all__ = ["Timing", "hardware", "time_per_shower", "markdown_table", "REFERENCE_FIGURES",
+           "GEANT4_EM_MS_PER_SHOWER",
+           "model_sampler", "onnx_sampler", "simulator_sampler", "load_bench_model",
+           "bench_runs"]
 
-# Per-shower times quoted by the seed documents (ms), for the table's reference rows.
-SEED_FIGURES = {
-    "Geant4 (seed 000, CPU)": {1: 1772.0},
-    "CaloGAN (seed 000, CPU)": {1: 13.1, 10: 5.11, 128: 2.19, 1024: 2.03},
-    "CaloFlow student (seed 001, TITAN V GPU)": {10: 5.81, 100: 0.60, 1000: 0.12, 10000: 0.08},
-    "CaloFlow teacher (seed 001, TITAN V GPU)": {10: 835.0, 100: 96.1, 1000: 41.4, 10000: 36.2},
+#: Geant4's CPU time per CaloGAN shower, ms: the mean ``cpu_s`` of the 4000 showers (2000 e+,
+#: 2000 photons, 1-100 GeV, 1.0906 s and 1.0958 s) of the reference files made with Geant4
+#: 11.4.1 (electromagnetic physics, data-free models) through geant4-pybind, one thread on
+#: a shared 2-core machine of the kind caloforge is developed on (CPU time, not wall time;
+#: standard error of the mean 10 ms). Measured once; the package does not read those files.
+GEANT4_EM_MS_PER_SHOWER = 1093.2
+
+#: Per-shower times (ms) by batch size: the Geant4 figure above and the figures the papers
+#: quote on their own hardware, for the table's reference rows.
+REFERENCE_FIGURES = {
+    "Geant4 11.4 (electromagnetic physics, data-free models), 1 thread, this machine class":
+        {1: GEANT4_EM_MS_PER_SHOWER},
+    "CaloGAN (paper, arXiv:1712.10321; Intel Xeon CPU)":
+        {1: 13.1, 10: 5.11, 128: 2.19, 1024: 2.03},
+    "CaloFlow student (paper, arXiv:2110.11377; NVIDIA TITAN V GPU)":
+        {10: 5.81, 100: 0.60, 1000: 0.12, 10000: 0.08},
+    "CaloFlow teacher (papers, arXiv:2106.05285, 2110.11377; NVIDIA TITAN V GPU)":
+        {10: 835.0, 100: 96.1, 1000: 41.4, 10000: 36.2},
 }
 
 
@@ -104,6 +121,14 @@ def time_per_shower(sample: Callable[[int], object], batch_sizes: list[int], *, 
 
     Returns:
         One :class:`Timing` per batch size.
+
+    Examples:
+        >>> timings = time_per_shower(lambda b: sum(range(b)), [1, 10], name="sum",
+        ...                           backend="python", repeats=2)
+        >>> [(t.batch_size, t.repeats, t.ms_per_shower > 0) for t in timings]
+        [(1, 2, True), (10, 2, True)]
+        >>> print(markdown_table(timings, [1, 10]).splitlines()[0])
+        | generator | backend | device | threads | batch 1 | batch 10 |
     """
     results: list[Timing] = []
     per_shower = 0.0  # seconds per shower at the previous batch size
@@ -225,6 +250,86 @@ def simulator_sampler(geometry, particle: str, energy_range=None) -> Callable:
     return sample
 
 
+def load_bench_model(spec: str, device: str = "cpu"):
+    """The model that ``spec`` names and a label for the table.
+
+    ``spec`` is a run directory or a pretrained name, optionally followed by
+    ``:SAMPLER`` (one of the model's :attr:`~caloforge.models.base.GenerativeModel.samplers`,
+    e.g. ``RUN:teacher``); without it the model's default sampler is used.
+
+    Raises:
+        CaloforgeError: no such run or pretrained model, or a sampler the model does not
+            have or cannot use yet.
+    """
+    from caloforge.pretrained import resolve_run
+    from caloforge.train import load_run
+
+    run, sep, sampler = spec.rpartition(":")
+    if not sep or not sampler or os.path.exists(spec) or "/" in sampler:
+        run, sampler = spec, ""
+    model = load_run(resolve_run(run), device=device)
+    model.use_sampler(sampler or None)
+    particle = model.run_info.get("particle") or "?"
+    label = " ".join(x for x in (model.family, model.sampler) if x)
+    return model, f"{label} {particle} ({run})"
+
+
+def _time_model(model, name: str, onnx_path: str, batch_sizes: list[int], backends,
+                device: str, dev_label: str, common: dict, notes: list[str],
+                log: Callable[[str], None]) -> list[Timing]:
+    """Time one model with torch and/or onnxruntime (exported to ``onnx_path``)."""
+    from caloforge.errors import CaloforgeError
+
+    timings: list[Timing] = []
+    if "torch" in backends:
+        log(f"timing {name} with torch on {dev_label}")
+        sample, sync = model_sampler(model, max(batch_sizes), device)
+        timings += time_per_shower(sample, batch_sizes, name=name, backend="torch",
+                                   device=dev_label, sync=sync, **common)
+    if "onnxruntime" in backends:
+        from caloforge.export import export_onnx
+
+        log(f"exporting {name} to ONNX and timing it with onnxruntime")
+        try:
+            export_onnx(model, onnx_path, check=False)
+        except CaloforgeError as err:  # a model the exporter refuses (a teacher)
+            notes.append(f"{name}: not timed with onnxruntime ({err})")
+            log(notes[-1])
+        else:
+            sample = onnx_sampler(model, onnx_path, max(batch_sizes), common["threads"], device)
+            timings += time_per_shower(sample, batch_sizes, name=name, backend="onnxruntime",
+                                       device=dev_label, **common)
+    return timings
+
+
+def _time_references(refs: dict, batch_sizes: list[int], simulator: bool, geant4: int,
+                     common: dict, notes: list[str],
+                     log: Callable[[str], None]) -> list[Timing]:
+    """Time the parametric simulator (and Geant4 on request) for each (geometry, particle)."""
+    from caloforge.errors import CaloforgeError
+
+    timings: list[Timing] = []
+    for (_, particle), geometry in refs.items():
+        if simulator:
+            log(f"timing the parametric simulator, {geometry.name} {particle}")
+            timings += time_per_shower(
+                simulator_sampler(geometry, particle), batch_sizes,
+                name=f"parametric simulator {geometry.name} {particle}", backend="numpy",
+                device="cpu", **common)
+        if geant4 and geometry.name == "calogan":
+            log(f"timing Geant4 (FTFP_BERT), {geant4} {particle} showers")
+            try:
+                from caloforge.simulate.geant4 import time_geant4_shower
+
+                ms = time_geant4_shower(geant4, particle)
+                timings.append(Timing(f"Geant4 FTFP_BERT calogan {particle}", 1, ms, None,
+                                      geant4, "geant4", "cpu", 1, "serial run manager"))
+            except (CaloforgeError, ImportError) as err:
+                notes.append(f"Geant4 not timed: {err}")
+                log(notes[-1])
+    return timings
+
+
 def bench_runs(rundirs: list[str], batch_sizes: list[int], *, backends=("torch",),
                device: str = "cpu", threads: int = 1, repeats: int = 5,
                max_seconds: float = 60.0, simulator: bool = True, geant4: int = 0,
@@ -232,8 +337,9 @@ def bench_runs(rundirs: list[str], batch_sizes: list[int], *, backends=("torch",
     """Time every run (and the reference simulators) side by side in this process.
 
     Args:
-        rundirs: trained run directories; ``RUN:teacher`` or ``RUN:student`` times that
-            sampler of a CaloFlow run.
+        rundirs: trained run directories or pretrained names; ``RUN:SAMPLER`` (e.g.
+            ``RUN:teacher``) times that sampler of a model with several
+            (:func:`load_bench_model`).
         batch_sizes: batch sizes, increasing.
         backends: ``"torch"`` and/or ``"onnxruntime"`` (exports each model to ``workdir``).
         device: ``"cpu"`` or ``"cuda"``.
@@ -247,13 +353,13 @@ def bench_runs(rundirs: list[str], batch_sizes: list[int], *, backends=("torch",
 
     Returns:
         ``{"hardware", "batch_sizes", "timings": [Timing dicts], "notes": [str]}``.
+
+    Raises:
+        CaloforgeError: a run that cannot be loaded or a sampler it does not have.
     """
     import tempfile
 
     import torch
-
-    from caloforge.errors import CaloforgeError
-    from caloforge.train import load_run
 
     torch.set_num_threads(threads)
     os.environ["CALOFORGE_THREADS"] = str(threads)
@@ -261,69 +367,20 @@ def bench_runs(rundirs: list[str], batch_sizes: list[int], *, backends=("torch",
     notes: list[str] = []
     refs: dict[tuple[str, str], object] = {}  # (geometry name, particle) -> geometry
     dev_label = device if device == "cpu" else torch.cuda.get_device_name(0)
-    tmp = tempfile.TemporaryDirectory(prefix="caloforge-bench-") if workdir is None else None
-    workdir = workdir or tmp.name
     common = {"repeats": repeats, "max_seconds": max_seconds, "threads": threads}
-    try:
+    with tempfile.TemporaryDirectory(prefix="caloforge-bench-") as tmp:
         for i, spec in enumerate(rundirs):
-            # RUN:teacher / RUN:student picks the sampler of a flow model (caloflow)
-            rundir, _, flow = spec.rpartition(":")
-            if flow not in ("teacher", "student"):
-                rundir, flow = spec, ""
-            model = load_run(rundir, device=device)
-            if hasattr(model, "use_flow"):
-                model.use_flow(flow or model.flow)
-                flow = model.flow
-            elif flow:
-                raise CaloforgeError(f"{spec}: only flow models (caloflow) have a :{flow}")
+            model, name = load_bench_model(spec, device)
             particle = model.run_info.get("particle") or "?"
-            name = f"{model.family}{' ' + flow if flow else ''} {particle} ({rundir})"
             if particle in model.geometry.particles:
                 refs.setdefault((model.geometry.name, particle), model.geometry)
-            if "torch" in backends:
-                log(f"timing {name} with torch on {dev_label}")
-                sample, sync = model_sampler(model, max(batch_sizes), device)
-                timings += time_per_shower(sample, batch_sizes, name=name, backend="torch",
-                                           device=dev_label, sync=sync, **common)
-            if "onnxruntime" in backends:
-                from caloforge.export import export_onnx
+            onnx_path = os.path.join(workdir or tmp, f"model{i}.onnx")
+            timings += _time_model(model, name, onnx_path, batch_sizes, backends, device,
+                                   dev_label, common, notes, log)
+    if not refs:
+        from caloforge.geometry import get_geometry
 
-                path = os.path.join(workdir, f"model{i}.onnx")
-                log(f"exporting {name} to ONNX and timing it with onnxruntime")
-                try:
-                    export_onnx(model, path, check=False)
-                except CaloforgeError as err:  # a model the exporter refuses (a teacher)
-                    notes.append(f"{name}: not timed with onnxruntime ({err})")
-                    log(notes[-1])
-                else:
-                    sample = onnx_sampler(model, path, max(batch_sizes), threads, device)
-                    timings += time_per_shower(sample, batch_sizes, name=name,
-                                               backend="onnxruntime", device=dev_label,
-                                               **common)
-        if not refs:
-            from caloforge.geometry import get_geometry
-
-            refs[("calogan", "eplus")] = get_geometry("calogan")
-        for (_, particle), geometry in refs.items():
-            if simulator:
-                log(f"timing the parametric simulator, {geometry.name} {particle}")
-                timings += time_per_shower(
-                    simulator_sampler(geometry, particle), batch_sizes,
-                    name=f"parametric simulator {geometry.name} {particle}", backend="numpy",
-                    device="cpu", **common)
-            if geant4 and geometry.name == "calogan":
-                log(f"timing Geant4 (FTFP_BERT), {geant4} {particle} showers")
-                try:
-                    from caloforge.simulate.geant4 import time_geant4_shower
-
-                    ms = time_geant4_shower(geant4, particle)
-                    timings.append(Timing(f"Geant4 FTFP_BERT calogan {particle}", 1, ms, None,
-                                          geant4, "geant4", "cpu", 1, "serial run manager"))
-                except (CaloforgeError, ImportError) as err:
-                    notes.append(f"Geant4 not timed: {err}")
-                    log(notes[-1])
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+        refs[("calogan", "eplus")] = get_geometry("calogan")
+    timings += _time_references(refs, batch_sizes, simulator, geant4, common, notes, log)
     return {"hardware": hardware(), "batch_sizes": list(batch_sizes),
             "timings": [t.to_dict() for t in timings], "notes": notes}

@@ -22,6 +22,9 @@ def require_extra(module: str, extra: str):
 
     Returns:
         The imported module.
+
+    Raises:
+        CaloforgeError: the module is not installed; the message names the pip extra.
     """
     import importlib
 

@@ -71,7 +71,11 @@ def _draw_inputs(model: GenerativeModel, n: int, seed: int) -> tuple[Tensor, Ten
 
 
 def onnx_session(path: str | Path, threads: int | None = None, device: str = "cpu"):
-    """An onnxruntime ``InferenceSession`` for ``path`` (extra ``onnx``)."""
+    """An onnxruntime ``InferenceSession`` for ``path`` (extra ``onnx``).
+
+    Raises:
+        CaloforgeError: onnxruntime is missing, or CUDA is asked for without its provider.
+    """
     ort = require_extra("onnxruntime", "onnx")
     options = ort.SessionOptions()
     if threads:
@@ -94,6 +98,9 @@ def check_parity(model: GenerativeModel, path: str | Path,
         ``{"batch_sizes", "max_abs_diff_mev", "max_abs_output_mev", "rtol", "atol_mev",
         "passed"}``; passed means every voxel of every batch is within
         ``atol + rtol * |torch|``.
+
+    Raises:
+        CaloforgeError: the ONNX output has another shape than PyTorch's.
     """
     session = onnx_session(path, threads=1)
     worst, largest, passed = 0.0, 0.0, True
@@ -189,15 +196,17 @@ def export_onnx(model: GenerativeModel, path: str | Path, *, opset: int = OPSET,
 
     Returns:
         The contract (also written to :func:`contract_path`).
+
+    Raises:
+        CaloforgeError: a missing ``onnx`` extra, a model that cannot be exported
+            (:meth:`~caloforge.models.base.GenerativeModel.export_problem`), or an export that
+            fails the parity check.
     """
     require_extra("onnx", "onnx")
     require_extra("onnxscript", "onnx")
-    if model.latent_shape() is None:
-        raise CaloforgeError(f"model {model.family!r} has no explicit latent input and cannot "
-                             "be exported as a decoder")
-    if getattr(model, "flow", None) == "teacher":
-        raise CaloforgeError("the CaloFlow teacher samples in one network pass per voxel and is "
-                             "not exported; export the student (the default)")
+    problem = model.export_problem()
+    if problem is not None:
+        raise CaloforgeError(problem)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()

@@ -17,10 +17,9 @@ from caloforge.data.formats import ShowerWriter
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.models.base import GenerativeModel
+from caloforge.units import gev_to_mev, mev_to_gev
 
 __all__ = ["generate", "generate_to_file", "sample_conditions", "scan", "plot_scan"]
-
-_GEV = 1000.0
 
 
 def sample_conditions(model: GenerativeModel, n: int, energy_range: tuple[float, float] | None,
@@ -28,14 +27,21 @@ def sample_conditions(model: GenerativeModel, n: int, energy_range: tuple[float,
                       rng: np.random.Generator) -> np.ndarray:
     """``(n, n_conditions)`` conditions (energy MeV, angle degrees) drawn uniformly in the
     requested ranges (GeV, degrees; ``None``: the trained range), checked against the
-    trained range."""
+    trained range.
+
+    Raises:
+        CaloforgeError: a reversed range, a range outside the trained one, or an angle
+            for a model trained without one.
+    """
     cond = model.conditioning
     if energy_range is None:
         lo, hi = cond.energy
     else:
-        lo, hi = (float(energy_range[0]) * _GEV, float(energy_range[1]) * _GEV)
+        lo, hi = (gev_to_mev(float(energy_range[0])),
+                  gev_to_mev(float(energy_range[1])))
         if lo > hi:
-            raise CaloforgeError(f"energy range {lo / _GEV:g}:{hi / _GEV:g} GeV is reversed")
+            raise CaloforgeError(
+                f"energy range {mev_to_gev(lo):g}:{mev_to_gev(hi):g} GeV is reversed")
     cond.check_energy(lo, hi)
     cols = [rng.uniform(lo, hi, n)]
     if "angle" in cond.names:
@@ -63,6 +69,21 @@ def generate(model: GenerativeModel, n: int, energy_range: tuple[float, float] |
     Yields:
         ShowerSet chunks in MeV, ``meta`` holding particle, generator (the model family)
         and seed.
+
+    Raises:
+        CaloforgeError: a non-positive count or batch size, an energy or angle range
+            outside the trained one, or non-finite energies from the model.
+
+    Examples:
+        >>> from caloforge.geometry import get_geometry
+        >>> from caloforge.models import Conditioning, build_model, get_model_class
+        >>> model = build_model("calogan", get_geometry("calogan"),
+        ...                     get_model_class("calogan").tiny_config(), Conditioning())
+        >>> chunks = list(generate(model, 5, energy_range=(10, 20), batch_size=4, seed=1))
+        >>> [len(c) for c in chunks], chunks[0].voxels.shape[1]
+        ([4, 1], 504)
+        >>> bool(all(1e4 <= e <= 2e4 for c in chunks for e in c.incident_energy))  # MeV
+        True
     """
     if n < 1:
         raise CaloforgeError(f"number of showers must be positive, got {n}")
@@ -90,25 +111,28 @@ def generate_to_file(rundir: str | Path, path: str | Path, n: int,
                      energy_range: tuple[float, float] | None = None,
                      angle_range: tuple[float, float] | None = None, batch_size: int = 1024,
                      seed: int = 0, device: str = "cpu", progress: bool = True,
-                     flow: str | None = None) -> Path:
-    """Generate ``n`` showers from the run in ``rundir`` into ``path`` (atomic, streamed).
+                     sampler: str | None = None) -> Path:
+    """Generate ``n`` showers from the run in ``rundir`` (a run directory or a pretrained
+    name) into ``path`` (atomic, streamed).
 
     The file has the training data's layout (the geometry's format) with the attributes
-    ``generator`` (model family), ``particle``, ``seed``, ``model_step`` and ``run``
-    (and ``flow`` for flow models with several samplers: ``flow`` names the one used,
-    ``None`` its default). Returns the path written.
+    ``generator`` (model family), ``particle``, ``seed``, ``model_step`` and ``run``, and
+    ``sampler`` for models with several samplers (the one used; ``sampler=None`` picks
+    the model's default). Returns the path written.
+
+    Raises:
+        CaloforgeError: no such run or pretrained model, a sampler the model does not have or
+            cannot use yet, a bad count or range (see :func:`generate`).
     """
     from tqdm.auto import tqdm
 
+    from caloforge.pretrained import resolve_run
     from caloforge.train.checkpoint import load_run
 
+    rundir = resolve_run(rundir)
     model = load_run(rundir, device)
-    extra = {}
-    if hasattr(model, "use_flow"):
-        model.use_flow(flow or model.flow)
-        extra["flow"] = model.flow
-    elif flow is not None:
-        raise CaloforgeError(f"--flow applies to flow models (caloflow), not {model.family!r}")
+    model.use_sampler(sampler)
+    extra = {"sampler": model.sampler} if model.samplers else {}
     chunks = generate(model, n, energy_range, angle_range, batch_size, seed)
     first = next(chunks)
     attrs = {**first.meta, **extra, "run": str(Path(rundir).resolve())}
@@ -141,13 +165,17 @@ def scan(model: GenerativeModel, vary: str = "energy", n: int = 10,
 
     Returns:
         ``(showers, values)``: the showers and the varied values (GeV or latent units).
+
+    Raises:
+        CaloforgeError: a model without a latent space or with an angle condition, an
+            energy range outside the trained one, a bad ``direction`` or ``vary``.
     """
     shape = model.latent_shape()
     if shape is None:
         raise CaloforgeError(f"model {model.family!r} has no latent space to scan")
     cond = model.conditioning
     lo, hi = (cond.energy if energy_range is None
-              else (energy_range[0] * _GEV, energy_range[1] * _GEV))
+              else (gev_to_mev(energy_range[0]), gev_to_mev(energy_range[1])))
     cond.check_energy(lo, hi)
     if "angle" in cond.names:
         raise CaloforgeError("scan supports energy-conditioned models only")
@@ -155,7 +183,7 @@ def scan(model: GenerativeModel, vary: str = "energy", n: int = 10,
     latent = model.draw_latent(1, gen).repeat(n, *([1] * len(shape)))
     if vary == "energy":
         energies = np.linspace(lo, hi, n, dtype=np.float32)
-        values = energies / _GEV
+        values = mev_to_gev(energies)
     elif vary == "x":
         flat = int(np.prod(shape))
         if not 0 <= direction < flat:

@@ -12,7 +12,7 @@ is layer ``i``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
@@ -114,7 +114,6 @@ class Geometry:
     file_format: str = "calochallenge"
     has_overflow: bool = False
     description: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def n_layers(self) -> int:
@@ -137,7 +136,11 @@ class Geometry:
         return slice(self.layer_offsets[index], self.layer_offsets[index + 1])
 
     def split_layers(self, voxels: np.ndarray) -> list[np.ndarray]:
-        """Split flat voxels ``(N, n_voxels)`` into per-layer arrays ``(N, *layer.shape)``."""
+        """Split flat voxels ``(N, n_voxels)`` into per-layer arrays ``(N, *layer.shape)``.
+
+        Raises:
+            CaloforgeError: ``voxels`` is not ``(N, n_voxels)``.
+        """
         voxels = np.asarray(voxels)
         if voxels.ndim != 2 or voxels.shape[1] != self.n_voxels:
             raise CaloforgeError(
@@ -150,7 +153,11 @@ class Geometry:
         ]
 
     def join_layers(self, layers: list[np.ndarray]) -> np.ndarray:
-        """Inverse of :meth:`split_layers`: per-layer arrays to flat ``(N, n_voxels)``."""
+        """Inverse of :meth:`split_layers`: per-layer arrays to flat ``(N, n_voxels)``.
+
+        Raises:
+            CaloforgeError: the wrong number of layers or a layer of the wrong shape.
+        """
         if len(layers) != self.n_layers:
             raise CaloforgeError(
                 f"geometry {self.name!r} has {self.n_layers} layers, got {len(layers)}"
@@ -168,9 +175,7 @@ class Geometry:
 
     def to_dict(self) -> dict:
         """A plain dict (JSON/YAML-safe) that :meth:`from_dict` turns back into the geometry."""
-        d = asdict(self)
-        d.pop("extra", None)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Geometry:
@@ -245,6 +250,9 @@ def geometry_from_binning_xml(path, name: str, energy_range: tuple[float, float]
 
     References:
         Fast Calorimeter Simulation Challenge 2022, https://calochallenge.github.io/homepage/
+
+    Raises:
+        CaloforgeError: the file is missing or not a CaloChallenge binning file.
     """
     import xml.etree.ElementTree as ET
 
@@ -302,7 +310,18 @@ def register_geometry(geometry: Geometry) -> Geometry:
 
 
 def get_geometry(name: str | Geometry) -> Geometry:
-    """Look a geometry up by name; a :class:`Geometry` passes through."""
+    """Look a geometry up by name; a :class:`Geometry` passes through.
+
+    Raises:
+        CaloforgeError: an unknown name; the message lists the known ones.
+
+    Examples:
+        >>> g = get_geometry("calogan")
+        >>> g.n_voxels, [layer.shape for layer in g.layers]
+        (504, [(3, 96), (12, 12), (12, 6)])
+        >>> g.conditions, g.energy_range
+        (('energy',), (1.0, 100.0))
+    """
     if isinstance(name, Geometry):
         return name
     try:

@@ -26,7 +26,7 @@ def _backends(ctx, param, value: str) -> tuple[str, ...]:
 
 
 @click.command()
-@click.argument("rundirs", nargs=-1, type=click.Path(file_okay=False))
+@click.argument("rundirs", nargs=-1)
 @click.option("--batch-sizes", default="1,10,100,1000,10000", show_default=True,
               callback=_batch_sizes, help="Comma-separated batch sizes.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
@@ -47,7 +47,8 @@ def _backends(ctx, param, value: str) -> tuple[str, ...]:
               help="Write all timings, hardware and notes to this JSON file.")
 def bench(rundirs, batch_sizes, device, threads, backends, repeats, max_seconds, no_simulator,
           geant4, json_out) -> None:
-    """Time shower generation per shower for trained runs RUNDIR... at several batch
+    """Time shower generation per shower for trained runs RUNDIR... (run directories or
+    pretrained names; RUN:SAMPLER picks a sampler, e.g. RUN:teacher) at several batch
     sizes, with the parametric simulator (and Geant4 on request) timed in the same run so
     that speed-ups are ratios measured side by side. Warm-up calls are excluded; each
     cell is the median over repeats ± half the interquartile range, in ms per shower.
@@ -56,11 +57,11 @@ def bench(rundirs, batch_sizes, device, threads, backends, repeats, max_seconds,
     Examples:
       caloforge bench runs/eplus --threads 2
       caloforge bench runs/eplus runs/flow --backend torch,onnxruntime --json bench.json
-      caloforge bench runs/cf_eplus:teacher runs/cf_eplus:student   (CaloFlow samplers)
+      caloforge bench runs/cf_eplus:teacher runs/cf_eplus:student   (two samplers)
     """
     import os
 
-    from caloforge.bench import SEED_FIGURES, Timing, bench_runs, markdown_table
+    from caloforge.bench import REFERENCE_FIGURES, Timing, bench_runs, markdown_table
 
     threads = threads or len(os.sched_getaffinity(0))
     result = bench_runs(list(rundirs), batch_sizes, backends=backends, device=device,
@@ -72,7 +73,7 @@ def bench(rundirs, batch_sizes, device, threads, backends, repeats, max_seconds,
                + (f", {hw['gpu']}" if "gpu" in hw and device == "cuda" else "")
                + f"; torch {hw.get('torch')}")
     timings = [Timing(**t) for t in result["timings"]]
-    click.echo(markdown_table(timings, batch_sizes, SEED_FIGURES))
+    click.echo(markdown_table(timings, batch_sizes, REFERENCE_FIGURES))
     for note in result["notes"]:
         click.echo(f"note: {note}")
     if json_out:

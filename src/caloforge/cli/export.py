@@ -6,7 +6,7 @@ import click
 
 
 @click.command()
-@click.argument("rundir", type=click.Path(file_okay=False))
+@click.argument("rundir")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The .onnx file to write; the contract goes beside it "
               "(NAME.contract.json).")
@@ -15,7 +15,8 @@ import click
 @click.option("--no-check", is_flag=True,
               help="Skip the onnxruntime vs PyTorch parity check.")
 def export(rundir, output, opset, no_check) -> None:
-    """Export the generator trained in RUNDIR to ONNX, with a dynamic batch size.
+    """Export the generator trained in RUNDIR (a run directory or a pretrained name) to
+    ONNX, with a dynamic batch size.
 
     The graph takes `latent` (batch x latent size, standard normal noise) and
     `conditions` (batch x conditions: incident energy in MeV, and the polar angle in
@@ -28,9 +29,10 @@ def export(rundir, output, opset, no_check) -> None:
       caloforge export runs/eplus -o eplus_calogan.onnx
     """
     from caloforge.export import OPSET, contract_path, export_onnx
+    from caloforge.pretrained import resolve_run
     from caloforge.train import load_run
 
-    model = load_run(rundir, device="cpu")
+    model = load_run(resolve_run(rundir), device="cpu")
     contract = export_onnx(model, output, opset=opset or OPSET, check=not no_check)
     click.echo(f"wrote {output} and {contract_path(output)}")
     parity = contract["parity"]

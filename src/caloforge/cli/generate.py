@@ -1,4 +1,4 @@
-"""``caloforge generate``: showers from a trained run into a file."""
+"""``caloforge generate``: showers from a trained run (or a pretrained model) into a file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from caloforge.cli._options import RangeType, seed_option
 
 
 @click.command()
-@click.argument("rundir", type=click.Path(file_okay=False))
+@click.argument("rundir")
 @click.option("-n", "--n", "n", type=click.IntRange(1), required=True,
               help="Number of showers.")
 @click.option("--energy", type=RangeType("GeV", low=0.0), default=None,
@@ -23,25 +23,32 @@ from caloforge.cli._options import RangeType, seed_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output HDF5 file, in the layout of the training data.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--flow", type=click.Choice(["teacher", "student"]), default=None,
-              help="CaloFlow only: the Flow II to sample with. [default: student]")
-def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet, flow) -> None:
-    """Generate N showers from the model trained in RUNDIR.
+@click.option("--sampler", default=None,
+              help="For models with several samplers (a distilled flow's student and "
+              "teacher, for example): the one to use. [default: the model's first]")
+@click.option("--flow", default=None, hidden=True, help="Deprecated name of --sampler.")
+def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet, sampler,
+             flow) -> None:
+    """Generate N showers from the model trained in RUNDIR (a run directory or the name
+    of a pretrained model, see `caloforge models`).
 
     \b
-    Example:
+    Examples:
       caloforge generate runs/eplus -n 100000 --energy 1:100 -o eplus_calogan.h5
+      caloforge generate runs/cf_eplus -n 1000 --sampler teacher -o cf_teacher.h5
     """
     import time
 
     from caloforge.errors import CaloforgeError
     from caloforge.generate import generate_to_file
 
+    if flow is not None and sampler not in (None, flow):
+        raise CaloforgeError("give --sampler only (--flow is its deprecated name)")
     start = time.perf_counter()
     try:
         path = generate_to_file(rundir, output, n, energy_range=energy, angle_range=angle,
                                 batch_size=batch_size, seed=seed, device=device,
-                                progress=not quiet, flow=flow)
+                                progress=not quiet, sampler=sampler or flow)
     except OSError as err:
         raise CaloforgeError(f"cannot write {output}: {err}") from None
     elapsed = time.perf_counter() - start

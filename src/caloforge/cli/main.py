@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               f"Train a model ({', '.join(_model_names()) or 'see caloforge.models'}) on a "
               "shower file."),
     "generate": ("caloforge.cli.generate", "generate",
-                 "Generate showers from a trained run into a file."),
+                 "Generate showers from a trained run or a pretrained model."),
     "scan": ("caloforge.cli.scan", "scan",
              "Draw showers from a fixed latent vector while a condition varies."),
     "evaluate": ("caloforge.cli.evaluate", "evaluate",
@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "Time generation per shower at several batch sizes."),
     "export": ("caloforge.cli.export", "export",
                "Export a trained generator to ONNX with a parity check."),
+    "models": ("caloforge.cli.models", "models",
+               "List the pretrained models and their model cards."),
     "data": ("caloforge.cli.data", "data",
              "List and fetch public data sets; convert ROOT ntuples."),
 }

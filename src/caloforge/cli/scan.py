@@ -8,7 +8,7 @@ from caloforge.cli._options import RangeType, seed_option
 
 
 @click.command()
-@click.argument("rundir", type=click.Path(file_okay=False))
+@click.argument("rundir")
 @click.option("--vary", type=click.Choice(["energy", "x"]), default="energy",
               show_default=True,
               help="energy: the incident energy runs over --energy; x: one latent "
@@ -24,10 +24,12 @@ from caloforge.cli._options import RangeType, seed_option
 @seed_option(0)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
-              help="Figure file. [default: RUNDIR/scan_<vary>.png]")
+              help="Figure file. [default: RUNDIR/scan_<vary>.png; for a pretrained "
+              "model NAME_scan_<vary>.png here]")
 def scan(rundir, vary, n, energy, direction, span, seed, device, output) -> None:
     """Draw N showers from a fixed latent vector while the energy (or a latent
     direction) varies, and plot them layer by layer (the CaloGAN paper's figure).
+    RUNDIR is a run directory or a pretrained name.
 
     Prints the requested and generated energies of each shower.
     """
@@ -35,17 +37,21 @@ def scan(rundir, vary, n, energy, direction, span, seed, device, output) -> None
 
     from caloforge.generate import plot_scan
     from caloforge.generate import scan as run_scan
+    from caloforge.pretrained import resolve_run
     from caloforge.train import load_run
+    from caloforge.units import mev_to_gev
 
-    model = load_run(rundir, device)
+    model = load_run(resolve_run(rundir), device)
     showers, values = run_scan(model, vary, n, energy, direction, span, seed)
     label = "incident energy [GeV]" if vary == "energy" else f"latent z[{direction}]"
-    output = output or Path(rundir) / f"scan_{vary}.png"
+    if output is None:
+        output = (Path(rundir) / f"scan_{vary}.png" if Path(rundir).is_dir()
+                  else Path(f"{rundir}_scan_{vary}.png"))
     path = plot_scan(showers, values, label, output)
     fractions = showers.layer_energies() / showers.total_energy().clip(1e-9)[:, None]
     click.echo(f"{'value':>8} {'E_inc GeV':>10} {'E_dep GeV':>10}  layer fractions")
     for v, e, d, f in zip(values, showers.incident_energy, showers.total_energy(), fractions,
                           strict=True):
-        click.echo(f"{v:8.3g} {e / 1e3:10.2f} {d / 1e3:10.2f}  "
+        click.echo(f"{v:8.3g} {mev_to_gev(e):10.2f} {mev_to_gev(d):10.2f}  "
                    + " ".join(f"{x:.3f}" for x in f))
     click.echo(f"wrote {path}")

@@ -37,9 +37,10 @@ from caloforge.cli._options import seed_option
 @click.option("--lr-scaling", type=click.Choice(["none", "linear", "sqrt"]), default=None,
               help="Scale learning rates with the number of torchrun processes. "
                    "[default: none]")
-@click.option("--stage", type=click.Choice(["flow1", "teacher", "student", "all"]),
-              default=None, help="For models trained in stages (caloflow): train up to the "
-              "end of this stage (sets --max-steps); one stage at a time with --resume.")
+@click.option("--stage", default=None,
+              help="For models trained in stages (a distilled flow's flow1, teacher, "
+              "student, for example): train up to the end of STAGE, or 'all' (sets "
+              "--max-steps); one stage at a time with --resume.")
 def train(model: str, data, rundir, config, max_steps, batch_size, checkpoint_every, device,
           num_threads, seed, resume, quiet, precision, compile_, lr_scaling,
           stage) -> None:
@@ -66,7 +67,7 @@ def train(model: str, data, rundir, config, max_steps, batch_size, checkpoint_ev
         overrides["progress"] = False
     if stage is not None:
         from caloforge.errors import CaloforgeError
-        from caloforge.models.caloflow import stage_max_steps
+        from caloforge.train import stage_max_steps
 
         if max_steps is not None:
             raise CaloforgeError("give --stage or --max-steps, not both")

@@ -13,128 +13,21 @@ energy in MeV and, where the geometry has one, the polar angle in degrees; voxel
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from caloforge.config import Config
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
+from caloforge.units import mev_to_gev
 
-__all__ = ["Config", "ModelConfig", "Conditioning", "GenerativeModel"]
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Turn a YAML value into the type a dataclass field declares (tuples, floats, ...)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except (TypeError, ValueError, CaloforgeError):
-                continue
-        raise CaloforgeError(f"{where}: cannot read {value!r} as {hint}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise CaloforgeError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], where) for v in value)
-        if len(args) != len(value):
-            raise CaloforgeError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise CaloforgeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise CaloforgeError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, float) and not value.is_integer():
-            raise CaloforgeError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise CaloforgeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise CaloforgeError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-@dataclass(frozen=True)
-class Config:
-    """Base of every frozen configuration dataclass: dicts and YAML in and out.
-
-    Unknown keys are refused with the list of valid ones, so a typo in a YAML file is an
-    error rather than a silently ignored setting.
-    """
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str | None = None):
-        d = dict(d or {})
-        where = where or cls.__name__
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise CaloforgeError(
-                f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(names)}"
-            )
-        kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()}
-        return cls(**kwargs)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, section: str | None = None):
-        """Read the config from a YAML file, or from one ``section`` of it."""
-        d = load_yaml(path)
-        if section is not None:
-            d = d.get(section) or {}
-        return cls.from_dict(d, where=f"{path}" + (f" [{section}]" if section else ""))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain (YAML/JSON-safe) dict; tuples become lists."""
-
-        def plain(v):
-            if isinstance(v, tuple):
-                return [plain(x) for x in v]
-            return v
-
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def replace(self, **changes):
-        """A copy with some fields changed (values coerced like YAML input)."""
-        return self.from_dict({**self.to_dict(), **changes})
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing or malformed file is a :class:`CaloforgeError`."""
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise CaloforgeError(f"config file not found: {path}")
-    try:
-        d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CaloforgeError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(d, dict):
-        raise CaloforgeError(f"{path}: expected a mapping at the top level")
-    return d
+__all__ = ["ModelConfig", "Conditioning", "GenerativeModel"]
 
 
 @dataclass(frozen=True)
@@ -184,16 +77,27 @@ class Conditioning:
         return lo - slack, hi + slack
 
     def check_energy(self, lo_mev: float, hi_mev: float) -> None:
-        """Raise a :class:`CaloforgeError` if ``[lo, hi]`` MeV leaves the trained range."""
+        """Raise a :class:`CaloforgeError` if ``[lo, hi]`` MeV leaves the trained range.
+
+        Raises:
+            CaloforgeError: the range leaves the trained one (beyond the tolerance).
+        """
         a, b = self._bounds(*self.energy)
         if lo_mev < a or hi_mev > b:
             raise CaloforgeError(
-                f"energy {lo_mev / 1e3:g}:{hi_mev / 1e3:g} GeV is outside the trained range "
-                f"{self.energy[0] / 1e3:.4g}:{self.energy[1] / 1e3:.4g} GeV; the model cannot "
+                f"energy {mev_to_gev(lo_mev):g}:{mev_to_gev(hi_mev):g} GeV is outside the trained "
+                f"range {mev_to_gev(self.energy[0]):.4g}:{mev_to_gev(self.energy[1]):.4g} GeV; "
+                "the model cannot "
                 "extrapolate reliably, ask for energies inside it"
             )
 
     def check_angle(self, lo_deg: float, hi_deg: float) -> None:
+        """Check that ``[lo, hi]`` degrees lies in the trained angle range.
+
+        Raises:
+            CaloforgeError: the model has no angle condition, or the range leaves the
+                trained one (beyond the tolerance).
+        """
         if self.angle is None:
             raise CaloforgeError("this model was trained without an angle condition")
         a, b = self._bounds(*self.angle)
@@ -204,7 +108,12 @@ class Conditioning:
             )
 
     def check(self, conditions: np.ndarray | Tensor) -> None:
-        """Check a ``(N, n_conditions)`` array of conditions (MeV, degrees)."""
+        """Check a ``(N, n_conditions)`` array of conditions (MeV, degrees).
+
+        Raises:
+            CaloforgeError: a wrong shape, non-finite values, or values outside the trained
+                range.
+        """
         c = conditions.detach().cpu().numpy() if isinstance(conditions, Tensor) else conditions
         c = np.asarray(c)
         if c.ndim != 2 or c.shape[1] != len(self.names):
@@ -241,6 +150,10 @@ class GenerativeModel(nn.Module):
             values by wrapped modules (``DistributedDataParallel``) through
             :meth:`wrap_modules`; training code calls ``self.train_modules[name]`` and
             everything else uses the plain submodules.
+
+    Raises:
+        CaloforgeError: the geometry's conditions are not among ``condition_sets``, or
+            ``config`` is not the family's ``Config``.
     """
 
     family: ClassVar[str] = ""
@@ -252,10 +165,21 @@ class GenerativeModel(nn.Module):
     uncompiled_names: ClassVar[tuple[str, ...]] = ()
     #: the condition sets (geometry.conditions) the family can be built for
     condition_sets: ClassVar[tuple[tuple[str, ...], ...]] = (("energy",),)
-    #: True when training_step routes every backward/step through ``self.scaler`` (a
-    #: :class:`torch.amp.GradScaler` the loop sets for ``--precision fp16``, else None):
+    # ---- capabilities: what generic code (generate, bench, export, train, the CLI) asks
+
+    #: autocast precisions the family trains in; add ``"fp16"`` only when training_step
+    #: routes every backward/step through ``self.scaler`` (a :class:`torch.amp.GradScaler`
+    #: the loop sets for ``--precision fp16``, else None):
     #: ``self.scaler.scale(loss).backward(); self.scaler.step(opt); self.scaler.update()``
-    supports_grad_scaler: ClassVar[bool] = False
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    #: names of the family's samplers, the default first (empty: one unnamed sampler);
+    #: :meth:`use_sampler` selects one, :attr:`sampler` is the one in use
+    samplers: ClassVar[tuple[str, ...]] = ()
+    #: training stages in order (empty: one stage); :meth:`stage_end` maps a stage to
+    #: the ``max_steps`` that trains a run to its end
+    stages: ClassVar[tuple[str, ...]] = ()
+    #: training metrics the progress bar shows (the log keeps every metric)
+    progress_metrics: ClassVar[tuple[str, ...]] = ("loss",)
     scaler: Any = None
 
     @classmethod
@@ -281,6 +205,60 @@ class GenerativeModel(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.train_modules: dict[str, nn.Module] = {}
         self.run_info: dict[str, Any] = {}
+        self.sampler: str | None = self.samplers[0] if self.samplers else None
+
+    # ---- capabilities ------------------------------------------------------------------
+
+    def use_sampler(self, name: str | None = None) -> None:
+        """Make :meth:`decode` use sampler ``name`` (``None``: the default, the first of
+        :attr:`samplers`), after checking it can be used (:meth:`check_sampler`).
+
+        Raises:
+            CaloforgeError: a name the family does not have (the message lists the valid
+                ones), a name given to a family with a single sampler, or a sampler that
+                cannot be used yet (e.g. not trained).
+        """
+        if not self.samplers:
+            if name is not None:
+                raise CaloforgeError(
+                    f"model {self.family!r} has a single sampler; --sampler {name} does not "
+                    "apply to it")
+            return
+        name = self.samplers[0] if name is None else name
+        if name not in self.samplers:
+            raise CaloforgeError(f"model {self.family!r} has no sampler {name!r}; choose "
+                                 f"{', '.join(self.samplers)}")
+        self.check_sampler(name)
+        self.sampler = name
+
+    def check_sampler(self, name: str) -> None:
+        """Raise a :class:`CaloforgeError` saying what to do if sampler ``name`` cannot be
+        used yet (for example because its network has not been trained). Default: any.
+
+        Raises:
+            CaloforgeError: the sampler cannot be used.
+        """
+
+    def export_problem(self) -> str | None:
+        """Why the model, with the sampler in use, cannot be exported to ONNX as a decoder
+        (one sentence saying what to do instead), or ``None`` if it can."""
+        if self.latent_shape() is None:
+            return (f"model {self.family!r} has no explicit latent input and cannot be "
+                    "exported as a decoder")
+        return None
+
+    @classmethod
+    def stage_end(cls, config: ModelConfig, stage: str, current_step: int) -> int:
+        """The ``max_steps`` that trains a run now at ``current_step`` to the end of
+        ``stage`` (one of :attr:`stages`, or ``"all"``); families trained in stages
+        override it.
+
+        Raises:
+            CaloforgeError: the family trains in one stage, the stage is unknown, its
+                predecessors are not trained, or it is already trained.
+        """
+        raise CaloforgeError(f"--stage applies to models trained in stages, not "
+                             f"{cls.family!r}")
 
     # ---- building and training -------------------------------------------------------
 
@@ -301,7 +279,11 @@ class GenerativeModel(nn.Module):
         the first step; store them in buffers so checkpoints carry them. Default: nothing."""
 
     def configure_optimizers(self) -> None:
-        """Create the optimisers into ``self.optimizers`` (called after ``.to(device)``)."""
+        """Create the optimisers into ``self.optimizers`` (called after ``.to(device)``).
+
+        Raises:
+            NotImplementedError: in the base class; every family implements it.
+        """
         raise NotImplementedError
 
     def wrap_modules(self, wrap: Callable[[nn.Module, bool], nn.Module]) -> None:
@@ -326,6 +308,9 @@ class GenerativeModel(nn.Module):
 
         Returns:
             Scalar metrics (losses) for logging.
+
+        Raises:
+            NotImplementedError: in the base class; every family implements it.
         """
         raise NotImplementedError
 
@@ -333,6 +318,11 @@ class GenerativeModel(nn.Module):
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
     def load_optimizer_state_dict(self, state: Mapping[str, dict]) -> None:
+        """Restore the optimisers from :meth:`optimizer_state_dict`'s output.
+
+        Raises:
+            CaloforgeError: the checkpoint's optimisers are not the model's.
+        """
         missing = set(self.optimizers) ^ set(state)
         if missing:
             raise CaloforgeError(f"checkpoint optimisers {sorted(state)} do not match the "
@@ -347,14 +337,22 @@ class GenerativeModel(nn.Module):
         return None
 
     def draw_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``(n, *latent_shape)`` standard normal latent vectors on the model's device."""
+        """``(n, *latent_shape)`` standard normal latent vectors on the model's device.
+
+        Raises:
+            CaloforgeError: the model has no latent space.
+        """
         shape = self.latent_shape()
         if shape is None:
             raise CaloforgeError(f"model {self.family!r} has no latent space")
         return torch.randn((n, *shape), generator=generator, device=self.device)
 
     def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
-        """Showers ``(N, n_voxels)`` in MeV from latent vectors and conditions."""
+        """Showers ``(N, n_voxels)`` in MeV from latent vectors and conditions.
+
+        Raises:
+            NotImplementedError: in the base class, for families that override :meth:`sample`.
+        """
         raise NotImplementedError
 
     def decode_in_pieces(self, latent: Tensor, conditions: Tensor, piece: int) -> Tensor | None:

@@ -11,7 +11,7 @@ p(I | E_0..E_{L-1}, E_inc)``, where ``I`` are the voxels normalised per layer:
   sampling needs ``n_voxels`` sequential passes per block (slow by design).
 - Flow II student (CaloFlow v2): an inverse autoregressive flow (IAF) with the teacher's
   block structure, sampling in one pass per block, trained by probability density
-  distillation from the frozen teacher with the seed's loss::
+  distillation from the frozen teacher with the loss of CaloFlow II (arXiv:2110.11377)::
 
       MSE(z, z') + MSE(x, x') + MSE(z_i, z'_i) + MSE(x_i, x'_i) + MSE(p_z, p'_z) + MSE(p_x, p'_x)
 
@@ -35,14 +35,14 @@ the next ``teacher_steps`` the teacher, the next ``student_steps`` the student
 (:meth:`CaloFlow.stage_at`). Each stage has its own optimiser and trains one module
 (``flow1``, ``teacher``, ``student``, the names in ``wrapped_names``); the others are frozen.
 ``caloforge train caloflow --stage flow1|teacher|student|all`` sets ``max_steps`` to the end
-of that stage (:func:`stage_max_steps`), so stages can be trained one call at a time with
+of that stage (:meth:`CaloFlow.stage_end`), so stages can be trained one call at a time with
 ``--resume``. The buffer ``stage_steps`` counts the steps each stage has been trained, so a
 checkpoint says which flows are usable.
 
 Sampling: ``decode(latent, conditions)`` with ``latent = (Flow I noise (L), Flow II noise
 (n_voxels))`` runs Flow I (``L`` passes per block) and then the flow named by
-``self.flow`` (``"student"`` by default; :meth:`CaloFlow.use_flow` selects and checks it,
-``caloforge generate --flow teacher`` calls it).
+``self.sampler`` (``"student"`` by default; ``use_sampler("teacher")`` selects and checks it,
+``caloforge generate --sampler teacher`` calls it).
 
 Differences from the papers (config settings): CPU-sized networks (the papers: 8 MADE blocks
 of one 504-unit hidden layer); a per-voxel standardisation after the logit; Adam with a
@@ -64,8 +64,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,17 +72,16 @@ from torch import Tensor, nn
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
-from caloforge.models import get_model_class, register_model
+from caloforge.models import register_model
 from caloforge.models._flowprep import FlowPreprocessing
 from caloforge.models._maf import IAF, MAF
 from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
 
-__all__ = ["CaloFlowConfig", "CaloFlow", "STAGES", "stage_max_steps"]
+__all__ = ["CaloFlowConfig", "CaloFlow", "STAGES"]
 
 _CPU_CHUNK = 256  # showers per flow pass in CPU inference
 #: training stages, in order
 STAGES = ("flow1", "teacher", "student")
-_FLOWS = ("teacher", "student")
 
 
 @dataclass(frozen=True)
@@ -162,11 +159,14 @@ class CaloFlow(GenerativeModel):
         conditioning: the trained conditioning range.
 
     Attributes:
-        flow: ``"student"`` or ``"teacher"``, the Flow II that :meth:`decode` uses.
+        sampler: ``"student"`` or ``"teacher"``, the Flow II that :meth:`decode` uses.
     """
 
     Config = CaloFlowConfig
     wrapped_names = STAGES
+    samplers = ("student", "teacher")
+    stages = STAGES
+    progress_metrics = ("flow1_nll", "teacher_nll_per_voxel", "distill_loss")
 
     @classmethod
     def tiny_config(cls) -> CaloFlowConfig:
@@ -189,7 +189,6 @@ class CaloFlow(GenerativeModel):
         self.teacher = MAF(*flow2)
         self.student = IAF(*flow2)
         self.register_buffer("stage_steps", torch.zeros(len(STAGES), dtype=torch.long))
-        self.flow = "student"
 
     # ---- stages ------------------------------------------------------------------------
 
@@ -205,17 +204,50 @@ class CaloFlow(GenerativeModel):
         """Steps ``stage`` has been trained in this run."""
         return int(self.stage_steps[STAGES.index(stage)])
 
-    def use_flow(self, flow: str) -> None:
-        """Make :meth:`decode` use Flow II ``flow`` (``"teacher"`` or ``"student"``); a flow
-        (or Flow I) that has not been trained yet is a :class:`CaloforgeError`."""
-        if flow not in _FLOWS:
-            raise CaloforgeError(f"unknown flow {flow!r}; choose teacher or student")
-        for stage in ("flow1", flow):
+    def check_sampler(self, name: str) -> None:
+        """Refuse a Flow II (or a Flow I) that has not been trained yet.
+
+        Raises:
+            CaloforgeError: the flow has not been trained; the message gives the command
+                that trains it.
+        """
+        for stage in ("flow1", name):
             if self.trained_steps(stage) == 0:
                 raise CaloforgeError(
                     f"the caloflow {stage} flow of this run has not been trained yet; train it "
                     f"with: caloforge train caloflow --out RUN --stage {stage} --resume")
-        self.flow = flow
+
+    def export_problem(self) -> str | None:
+        if self.sampler == "teacher":
+            return ("the CaloFlow teacher samples in one network pass per voxel and is not "
+                    "exported; export the student (the default)")
+        return super().export_problem()
+
+    @classmethod
+    def stage_end(cls, config: CaloFlowConfig, stage: str, current_step: int) -> int:
+        """The last step of ``stage`` (``flow1``, ``teacher``, ``student``; ``all``: the
+        student's), for a run now at ``current_step``.
+
+        Raises:
+            CaloforgeError: an unknown stage, a stage whose predecessor is not trained,
+                or one already trained.
+        """
+        ends = config.stage_ends()
+        if stage == "all":
+            return ends[-1]
+        if stage not in STAGES:
+            raise CaloforgeError(f"unknown stage {stage!r}; choose {', '.join(STAGES)} or all")
+        index = STAGES.index(stage)
+        start = ([0, *ends])[index]
+        if current_step < start:
+            raise CaloforgeError(
+                f"stage {stage} starts at step {start} but the run is at step {current_step}: "
+                f"train --stage {STAGES[index - 1]} first"
+                + (" (then --resume)" if current_step == 0 else ""))
+        if current_step >= ends[index]:
+            raise CaloforgeError(
+                f"stage {stage} is already trained (the run is at step {current_step})")
+        return ends[index]
 
     # ---- training ----------------------------------------------------------------------
 
@@ -309,14 +341,6 @@ class CaloFlow(GenerativeModel):
         self.stage_steps[STAGES.index(stage)] += 1
         return {k: float(v.detach()) for k, v in metrics.items()}
 
-    # ---- likelihoods (diagnostics) -----------------------------------------------------
-
-    @torch.no_grad()
-    def flow1_log_prob(self, layers: Tensor, incident_energy: Tensor) -> Tensor:
-        """``log p`` of Flow I in its own (logit) variables, ``(B,)``."""
-        x = self.prep.layers_to_flow1(layers, incident_energy)
-        return self.flow1.log_prob(x, self.prep.energy_context(incident_energy))
-
     # ---- sampling ----------------------------------------------------------------------
 
     def latent_shape(self) -> tuple[int, ...]:
@@ -325,7 +349,7 @@ class CaloFlow(GenerativeModel):
     def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
         """Showers ``(N, n_voxels)`` MeV from ``latent`` ``(N, L + n_voxels)`` (standard
         normal) and ``conditions`` ``(N, 1)`` (incident energy, MeV), through Flow I and the
-        Flow II named by ``self.flow``."""
+        Flow II named by ``self.sampler``."""
         # on a CPU, pieces that fit in the cache run several times faster per shower
         # (measured on 2 threads, e+ student: 0.25 ms at 256-500, 0.87 ms in one pass of
         # 10000; teacher 121 ms at 100, 160 ms at 1000)
@@ -338,7 +362,7 @@ class CaloFlow(GenerativeModel):
         layers = self.prep.flow1_to_layers(x1, energy)
         context = self.prep.flow2_context(energy, layers.clamp_min(1e-6))
         z2 = latent[:, n_layers:]
-        if self.flow == "teacher":
+        if self.sampler == "teacher":
             x2 = self.teacher.inverse(z2, context)
         else:
             x2 = self.student.sample(z2, context)
@@ -351,49 +375,3 @@ def _mean_mse(a: list[Tensor], b: list[Tensor]) -> Tensor:
     if not a:
         return torch.zeros((), device=b[0].device if b else None)
     return sum(F.mse_loss(u, v) for u, v in zip(a, b, strict=True)) / len(a)
-
-
-def stage_max_steps(family: str, stage: str, rundir: str | Path, model_section: dict | None,
-                    resume: bool) -> int:
-    """The ``max_steps`` that trains a run up to the end of ``stage``.
-
-    Args:
-        family: the model family (must train in stages).
-        stage: ``"flow1"``, ``"teacher"``, ``"student"`` or ``"all"``.
-        rundir: the run directory (read when resuming).
-        model_section: the run config's model settings (fresh runs).
-        resume: whether the run is resumed.
-
-    Raises:
-        CaloforgeError: for a family without stages, a stage whose predecessors are not
-            trained, or a stage that is already trained.
-    """
-    cls = get_model_class(family)
-    if not issubclass(cls, CaloFlow):
-        raise CaloforgeError(f"--stage applies to models trained in stages (caloflow), not "
-                             f"{family!r}")
-    current = 0
-    if resume:
-        from caloforge.train.checkpoint import load_checkpoint
-
-        ckpt: dict[str, Any] = load_checkpoint(rundir)
-        config = cls.Config.from_dict(ckpt["model_config"])
-        current = int(ckpt["step"])
-    else:
-        config = cls.Config.from_dict(model_section or {})
-    ends = config.stage_ends()
-    if stage == "all":
-        return ends[-1]
-    if stage not in STAGES:
-        raise CaloforgeError(f"unknown stage {stage!r}; choose flow1, teacher, student or all")
-    index = STAGES.index(stage)
-    start = ([0, *ends])[index]
-    if current < start:
-        before = STAGES[index - 1]
-        raise CaloforgeError(
-            f"stage {stage} starts at step {start} but the run is at step {current}: train "
-            f"--stage {before} first" + (" (then --resume)" if not resume else ""))
-    if current >= ends[index]:
-        raise CaloforgeError(f"stage {stage} is already trained (the run is at step {current})")
-    return ends[index]
-

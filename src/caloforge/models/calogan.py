@@ -63,16 +63,17 @@ from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import register_model
+from caloforge.models._transforms import power_scale, power_unscale, scale_angle
 from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
 from caloforge.models.layers import (
     LocallyConnected2d,
     MinibatchDiscrimination,
     batch_norm_2d,
 )
+from caloforge.units import mev_to_gev
 
 __all__ = ["CaloGANConfig", "CaloGAN", "CaloGANGenerator", "CaloGANDiscriminator"]
 
-_GEV = 1000.0  # MeV per GeV
 _CPU_CHUNK = 256  # showers per generator pass in CPU inference
 
 
@@ -329,6 +330,7 @@ class CaloGAN(GenerativeModel):
     Config = CaloGANConfig
     wrapped_names = ("generator", "discriminator")
     condition_sets = (("energy",), ("energy", "angle"))
+    progress_metrics = ("d_loss_real", "d_loss_fake", "g_loss", "g_energy_mae_gev")
 
     @classmethod
     def tiny_config(cls) -> CaloGANConfig:
@@ -351,27 +353,20 @@ class CaloGAN(GenerativeModel):
 
     def _to_units(self, voxels_mev: Tensor) -> list[Tensor]:
         """Flat MeV voxels -> per-layer images ``u = (E / scale) ** power``."""
-        u = voxels_mev.clamp_min(0) / self.config.voxel_scale_mev
-        if self.config.voxel_power != 1.0:
-            u = u.pow(self.config.voxel_power)
+        u = power_scale(voxels_mev, self.config.voxel_power, self.config.voxel_scale_mev)
         return [u[:, self.geometry.layer_slice(i)].reshape(-1, 1, *layer.shape)
                 for i, layer in enumerate(self.geometry.layers)]
 
     def _to_mev(self, images: list[Tensor]) -> list[Tensor]:
         """Per-layer images ``u`` -> per-layer MeV images (inverse of :meth:`_to_units`)."""
-        out = []
-        for u in images:
-            if self.config.voxel_power != 1.0:
-                u = u.pow(1.0 / self.config.voxel_power)
-            out.append(u * self.config.voxel_scale_mev)
-        return out
+        return [power_unscale(u, self.config.voxel_power, self.config.voxel_scale_mev)
+                for u in images]
 
     def _split_conditions(self, conditions: Tensor) -> tuple[Tensor, Tensor | None]:
-        energy_gev = conditions[:, 0] / _GEV
+        energy_gev = mev_to_gev(conditions[:, 0])
         angle = None
         if "angle" in self.geometry.conditions:
-            lo, hi = self.conditioning.angle or (0.0, 180.0)
-            angle = 2.0 * (conditions[:, 1] - lo) / max(hi - lo, 1e-6) - 1.0
+            angle = scale_angle(conditions[:, 1], self.conditioning.angle)
         return energy_gev, angle
 
     # ---- sampling ------------------------------------------------------------------------
@@ -402,7 +397,7 @@ class CaloGAN(GenerativeModel):
     def _discriminate(self, images: list[Tensor], energy_gev: Tensor,
                       angle: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         mev = self._to_mev(images)
-        layer_energies = torch.stack([x.sum(dim=(1, 2, 3)) for x in mev], dim=1) / _GEV
+        layer_energies = mev_to_gev(torch.stack([x.sum(dim=(1, 2, 3)) for x in mev], dim=1))
         logit, regression = self.module("discriminator")(images, layer_energies, energy_gev,
                                                          angle)
         return logit, regression, layer_energies.sum(dim=1)

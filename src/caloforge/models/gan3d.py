@@ -1,10 +1,11 @@
-"""3DGAN: a 3D-convolutional conditional GAN for high-granularity calorimeters (seed 004).
+"""3DGAN: a 3D-convolutional conditional GAN for high-granularity calorimeters.
 
 The calorimeter is one 3D image ``(rows, cols, layers)`` (x, y transverse, z the depth;
-51 x 51 x 25 for ``clic51``). Written anew in PyTorch after the seed's section 2:
+51 x 51 x 25 for ``clic51``). Written anew in PyTorch after section 2 of Carminati et
+al. (CHEP 2019):
 
 - Generator: a latent vector (256) multiplied by the primary energy (``E / 100 GeV``,
-  the Hadamard product of the seed) and concatenated with the scaled angle; a dense layer
+  the Hadamard product of the paper) and concatenated with the scaled angle; a dense layer
   to a coarse 3D grid, then four 3D convolutions: ``gen_channels[0]`` filters (paper 64,
   6x6x8 kernels), upsampling, ``gen_channels[1]`` (6, 5x8x8), upsampling,
   ``gen_channels[2]`` (6, 3x5x8) and a single 2x2x2 filter; leaky ReLU after the first
@@ -19,7 +20,7 @@ The calorimeter is one 3D image ``(rows, cols, layers)`` (x, y transverse, z the
   the deposited energy (ECAL sum) against the expected deposit for the requested energy
   and angle (a fit to the training data, :meth:`Gan3D.prepare`), and MAPE of the binned
   pixel-intensity spectrum against the real batch's. ``loss_weights`` are given in the
-  order of the seed's equation (G, P, A, E, B) = (3, 0.1, 25, 0.1, 0.1).
+  order of the paper's equation (G, P, A, E, B) = (3, 0.1, 25, 0.1, 0.1).
 - Training (section 2.4): pixels as ``(E / GeV) ** 0.85`` (not normalised), RMSprop, label
   switching on the discriminator's targets (each label flipped with probability 0.05, as
   the 3DGAN code's ``BitFlip``), one discriminator update on a real batch and one on a
@@ -59,7 +60,9 @@ from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import register_model
+from caloforge.models._transforms import power_scale, power_unscale, scale_angle
 from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
+from caloforge.units import mev_to_gev
 
 __all__ = [
     "Gan3DConfig",
@@ -74,7 +77,6 @@ __all__ = [
     "to_mev",
 ]
 
-_GEV = 1000.0  # MeV per GeV
 _CPU_CHUNK = 64  # showers per generator pass in CPU inference (65025-cell grids are large)
 
 Triple = tuple[int, int, int]
@@ -82,7 +84,7 @@ Triple = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class Gan3DConfig(ModelConfig):
-    """3DGAN settings; defaults follow the seed (section 2.2-2.4).
+    """3DGAN settings; defaults follow Carminati et al. (CHEP 2019), sections 2.2-2.4.
 
     Attributes:
         latent_size: latent vector size (256).
@@ -109,7 +111,7 @@ class Gan3DConfig(ModelConfig):
         rmsprop_alpha: RMSprop smoothing constant (Keras ``rho`` 0.9).
         generator_steps: generator updates per discriminator step (2).
         loss_weights: (W_G, W_P, W_A, W_E, W_B): real/fake, primary energy, angle,
-            deposited energy, pixel spectrum; the seed's (3, 0.1, 25, 0.1, 0.1).
+            deposited energy, pixel spectrum; the paper's (3, 0.1, 25, 0.1, 0.1).
         label_flip_prob: probability that a discriminator target is switched (0.05).
         voxel_power, voxel_scale_mev: pixels as ``(E / scale) ** power`` (0.85, GeV).
         energy_scale_gev: the latent vector is multiplied by ``E / energy_scale_gev``; the
@@ -176,12 +178,12 @@ class Gan3DConfig(ModelConfig):
 
 def to_units(mev: Tensor, power: float = 0.85, scale_mev: float = 1000.0) -> Tensor:
     """Deposits in MeV -> network pixels ``(E / scale) ** power`` (negatives -> 0)."""
-    return (mev.clamp_min(0) / scale_mev).pow(power)
+    return power_scale(mev, power, scale_mev)
 
 
 def to_mev(units: Tensor, power: float = 0.85, scale_mev: float = 1000.0) -> Tensor:
     """Inverse of :func:`to_units`: network pixels (>= 0) -> MeV."""
-    return units.clamp_min(0).pow(1.0 / power) * scale_mev
+    return power_unscale(units.clamp_min(0), power, scale_mev)
 
 
 def mape(pred: Tensor, target: Tensor, floor: float = 1e-7) -> Tensor:
@@ -384,6 +386,7 @@ class Gan3D(GenerativeModel):
     Config = Gan3DConfig
     wrapped_names = ("generator", "discriminator")
     condition_sets = (("energy", "angle"),)
+    progress_metrics = ("d_loss_real", "d_loss_fake", "g_loss")
 
     @classmethod
     def tiny_config(cls) -> Gan3DConfig:
@@ -405,7 +408,8 @@ class Gan3D(GenerativeModel):
         a_lo, a_hi = conditioning.angle or (90.0, 90.0)
         self.generator = Gan3DGenerator(self.grid, mask, True, config)
         self.discriminator = Gan3DDiscriminator(
-            self.grid, config, energy_init=0.5 * (e_lo + e_hi) / _GEV / config.energy_scale_gev,
+            self.grid, config,
+            energy_init=mev_to_gev(0.5 * (e_lo + e_hi)) / config.energy_scale_gev,
             angle_init=math.radians(0.5 * (a_lo + a_hi)))
         # expected deposited fraction (ECAL sum / E) = c0 + c1 a + c2 a^2 with a the scaled
         # angle; fitted to the training showers in prepare()
@@ -442,8 +446,7 @@ class Gan3D(GenerativeModel):
         return to_mev(units, self.config.voxel_power, self.config.voxel_scale_mev)
 
     def _scaled_angle(self, angle_deg: Tensor) -> Tensor:
-        lo, hi = self.conditioning.angle or (0.0, 180.0)
-        return 2.0 * (angle_deg - lo) / max(hi - lo, 1e-6) - 1.0
+        return scale_angle(angle_deg, self.conditioning.angle)
 
     def expected_deposit_gev(self, energy_gev: Tensor, angle_deg: Tensor) -> Tensor:
         """Expected ECAL sum in GeV for primary energies (GeV) and angles (degrees)."""
@@ -472,7 +475,7 @@ class Gan3D(GenerativeModel):
         pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK)
         if pieces is not None:
             return pieces
-        units = self.generator(latent, conditions[:, 0] / _GEV,
+        units = self.generator(latent, mev_to_gev(conditions[:, 0]),
                                self._scaled_angle(conditions[:, 1]))
         return self.grid_to_voxels(self._mev(units))
 
@@ -506,7 +509,7 @@ class Gan3D(GenerativeModel):
         zeros = torch.zeros(n, device=device)
 
         def targets(cond: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-            energy_gev = cond[:, 0] / _GEV
+            energy_gev = mev_to_gev(cond[:, 0])
             return (energy_gev, self._scaled_angle(cond[:, 1]),
                     energy_gev / c.energy_scale_gev, torch.deg2rad(cond[:, 1]))
 
@@ -556,7 +559,7 @@ class Gan3D(GenerativeModel):
             logit, e_reg, a_reg = disc(fake)
             adv = F.binary_cross_entropy_with_logits(logit, ones)
             l_p, l_a = mape(e_reg, e_t), mae(a_reg, a_t)
-            ecal = self._mev(fake).sum(dim=(1, 2, 3, 4)) / _GEV
+            ecal = mev_to_gev(self._mev(fake).sum(dim=(1, 2, 3, 4)))
             l_e = mape(ecal, self.expected_deposit_gev(energy_gev, fc[:, 1]))
             l_b = mape(self._spectrum(fake), real_spectrum, c.mape_floor)
             (w_g * adv + w_p * l_p + w_a * l_a + w_e * l_e + w_b * l_b).backward()

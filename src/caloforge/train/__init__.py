@@ -14,7 +14,9 @@ from caloforge.train.checkpoint import (
 )
 from caloforge.train.config import TrainConfig, load_run_config
 from caloforge.train.data import ShowerDataset, StepBatchSampler
-from caloforge.train.loop import fit, resolve_device, seed_everything, train
+from caloforge.train.device import resolve_device, seed_everything
+from caloforge.train.loop import fit, train
+from caloforge.train.stages import stage_max_steps
 
 __all__ = [
     "TrainConfig",
@@ -30,4 +32,5 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "load_run",
+    "stage_max_steps",
 ]

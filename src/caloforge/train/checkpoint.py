@@ -28,6 +28,7 @@ from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import Conditioning, GenerativeModel, get_model_class
 from caloforge.train.config import TrainConfig
+from caloforge.train.device import resolve_device
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -126,7 +127,12 @@ def save_checkpoint(rundir: str | Path, model: GenerativeModel, train_config: Tr
 
 
 def load_checkpoint(rundir: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read and check a checkpoint (``RUNDIR`` or the ``.pt`` file itself)."""
+    """Read and check a checkpoint (``RUNDIR`` or the ``.pt`` file itself).
+
+    Raises:
+        CaloforgeError: no checkpoint, an unreadable or foreign file, or one written by
+            a newer caloforge.
+    """
     path = checkpoint_path(rundir)
     if not path.exists():
         raise CaloforgeError(
@@ -167,8 +173,6 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> Gen
 def load_run(rundir: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
     """The trained model of a run directory, in eval mode on ``device``; its
     ``run_info`` holds particle, step, version, training config and data source."""
-    from caloforge.train.loop import resolve_device
-
     device = resolve_device(str(device))
     model = model_from_checkpoint(load_checkpoint(rundir, map_location=device), device)
     return model.eval()

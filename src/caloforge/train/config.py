@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from caloforge.config import Config, load_yaml
 from caloforge.errors import CaloforgeError
-from caloforge.models.base import Config, load_yaml
 
 __all__ = ["TrainConfig", "load_run_config"]
 
@@ -86,7 +86,11 @@ class TrainConfig(Config):
 
 def load_run_config(path: str | Path | None) -> tuple[dict, dict]:
     """Read a run config file into ``(train_section, model_section)`` dicts (both empty if
-    ``path`` is ``None``); unknown top-level sections are an error."""
+    ``path`` is ``None``); unknown top-level sections are an error.
+
+    Raises:
+        CaloforgeError: a missing or malformed file, or an unknown section.
+    """
     if path is None:
         return {}, {}
     d = load_yaml(path)

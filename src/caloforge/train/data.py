@@ -70,6 +70,9 @@ class StepBatchSampler(Sampler[list[int]]):
 
     DistributedSampler seeds epoch ``e`` with ``seed' + e``; ``seed'`` is ``seed`` times a
     large prime so that runs with neighbouring seeds do not share epochs.
+
+    Raises:
+        CaloforgeError: fewer showers than one step takes from all processes.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, max_steps: int, start_step: int = 0,

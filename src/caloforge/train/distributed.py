@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from caloforge.errors import CaloforgeError
+from caloforge.train.device import resolve_device
 
 __all__ = [
     "init_distributed",
@@ -85,8 +86,10 @@ def init_distributed(device_name: str) -> tuple[torch.device, bool]:
     Returns:
         ``(device, started)``: ``started`` is true when this call created the process
         group (the caller then ends it with :func:`shutdown_distributed`).
+
+    Raises:
+        CaloforgeError: a device that does not exist, or CUDA asked for without it.
     """
-    from caloforge.train.loop import resolve_device
 
     device = resolve_device(device_name)
     dist = _dist()
@@ -145,6 +148,9 @@ def scale_learning_rates(model, mode: str, world_size: int) -> float:
 
     Called once on a fresh run after ``configure_optimizers``; a resumed run gets the
     scaled rates back from the optimiser states.
+
+    Raises:
+        CaloforgeError: an unknown scaling mode.
     """
     if mode not in LR_SCALINGS:
         raise CaloforgeError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {mode!r}")
@@ -159,20 +165,27 @@ def scale_learning_rates(model, mode: str, world_size: int) -> float:
 
 
 def check_precision(precision: str, device: torch.device, model) -> None:
-    """Refuse precision settings that would silently be wrong."""
+    """Refuse precision settings that would silently be wrong.
+
+    Raises:
+        CaloforgeError: an unknown precision, fp16 on the CPU, or a precision the
+            family does not train in.
+    """
     if precision not in PRECISIONS:
         raise CaloforgeError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise CaloforgeError("--precision fp16 needs CUDA; on the CPU use bf16 or fp32")
-        if not getattr(model, "supports_grad_scaler", False):
+    if precision == "fp16" and device.type != "cuda":
+        raise CaloforgeError("--precision fp16 needs CUDA; on the CPU use bf16 or fp32")
+    if precision not in model.precisions:
+        if precision == "fp16":
             raise CaloforgeError(
                 f"model {model.family!r} does not route its backward passes through the "
                 "gradient scaler (model.scaler), so fp16 gradients could underflow; use "
                 "--precision bf16"
             )
+        raise CaloforgeError(f"model {model.family!r} trains in {', '.join(model.precisions)}, "
+                             f"not {precision}")
 
 
 def autocast_context(precision: str, device: torch.device):

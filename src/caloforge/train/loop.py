@@ -53,6 +53,7 @@ from caloforge.train.checkpoint import (
 )
 from caloforge.train.config import TrainConfig
 from caloforge.train.data import ShowerDataset, StepBatchSampler, collate_batch
+from caloforge.train.device import resolve_device, seed_everything
 from caloforge.train.distributed import (
     autocast_context,
     average_metrics,
@@ -74,33 +75,6 @@ __all__ = ["train", "fit", "resolve_device", "seed_everything", "wrap_distribute
            "distributed_info"]  # distributed_info lives in caloforge.train.distributed
 
 LOG_NAME = "log.jsonl"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA if available else CPU; a CUDA request without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CaloforgeError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CaloforgeError(
-            f"device {name!r} requested but CUDA is not available to torch "
-            f"({torch.__version__}); use --device cpu"
-        )
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and python's ``random``."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def wrap_distributed(model: GenerativeModel, device: torch.device,
@@ -195,6 +169,10 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
 
     Returns:
         ``{"step", "elapsed_s", "metrics"}`` (metrics of the last step).
+
+    Raises:
+        CaloforgeError: the run is already at ``max_steps``, an unsupported precision, or
+            a training step with non-finite metrics (divergence).
     """
     rundir = Path(rundir)
     rank, world_size = distributed_info()
@@ -217,19 +195,7 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
                         generator=torch.Generator().manual_seed(config.seed))
     wrap_distributed(model, device, compile=config.compile)
     model.scaler = make_grad_scaler(config.precision, device)
-    if resume_from is not None:
-        rank_states = resume_from.get("rng_ranks")
-        if rank_states is not None and len(rank_states) == world_size:
-            set_rng_state(rank_states[rank])
-        else:  # a different number of processes: rank 0 continues, the others re-seed
-            set_rng_state(resume_from["rng"])
-            if rank > 0:
-                seed_everything(config.seed + rank + 7919 * start_step)
-        if model.scaler is not None and resume_from.get("scaler_state"):
-            model.scaler.load_state_dict(resume_from["scaler_state"])
-    elif rank > 0:
-        # identical initial weights (seeded alike before this), different noise per rank
-        seed_everything(config.seed + rank)
+    _restore_random_states(model, resume_from, config.seed, start_step)
     model.train()
     distributed = {"world_size": world_size, "batch_size_per_process": config.batch_size,
                    "effective_batch_size": config.batch_size * world_size,
@@ -243,54 +209,26 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
     bar = tqdm(total=config.max_steps, initial=start_step, unit="step",
                desc=f"train {model.family}", disable=not (config.progress and main),
                dynamic_ncols=True)
-    sums: dict[str, float] = defaultdict(float)
-    count, metrics, step = 0, {}, start_step
+    window = _MetricWindow(config.batch_size * world_size, len(dataset))
+    metrics, step = {}, start_step
     t_start = time.perf_counter()
-    t_log = t_start
     try:
         for step, batch in enumerate(loader, start=start_step + 1):
             with autocast_context(config.precision, device):
                 metrics = model.training_step(_to_device(batch, device), step)
-            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-            if bad:
-                raise CaloforgeError(
-                    f"training diverged at step {step}: {', '.join(bad)} not finite; lower "
-                    f"the learning rate or check the data (last checkpoint: "
-                    f"{rundir / CHECKPOINT_NAME})"
-                )
-            for k, v in metrics.items():
-                sums[k] += v
-            count += 1
+            _check_finite(metrics, step, rundir)
+            window.add(metrics)
             if step % config.log_every == 0 or step == config.max_steps:
-                means = average_metrics({k: v / count for k, v in sums.items()}, device)
-                now = time.perf_counter()
-                record = {"step": step, "epoch": (step * config.batch_size * world_size)
-                          / len(dataset),
-                          "time_s": round(elapsed_before + now - t_start, 3),
-                          "showers_per_s": round(count * config.batch_size * world_size
-                                                 / max(now - t_log, 1e-9), 2),
-                          "effective_batch_size": config.batch_size * world_size, **lrs,
-                          **means}
-                logger.log(record)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k in _SHOWN},
-                                refresh=False)
-                sums.clear()
-                count, t_log = 0, now
+                record = window.flush(step, elapsed_before - t_start, device)
+                means = record.pop("metrics")
+                logger.log({**record, **lrs, **means})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()
+                                if k in model.progress_metrics}, refresh=False)
             bar.update(1)
             if step % config.checkpoint_every == 0 or step == config.max_steps:
-                if step == config.max_steps:
-                    broadcast_buffers(model)
-                # every rank takes part (a collective); rank 0 writes
-                rank_states = gather_rng_states(rng_state())
-                if main:
-                    extra = {"distributed": distributed}
-                    if rank_states is not None:
-                        extra["rng_ranks"] = rank_states
-                    if model.scaler is not None:
-                        extra["scaler_state"] = model.scaler.state_dict()
-                    save_checkpoint(rundir, model, config, step, particle=particle,
-                                    data=data, extra=extra,
-                                    elapsed_s=elapsed_before + time.perf_counter() - t_start)
+                _checkpoint(model, config, rundir, step, particle=particle, data=data,
+                            distributed=distributed,
+                            elapsed_s=elapsed_before + time.perf_counter() - t_start)
             if on_step is not None:
                 on_step(step, metrics)
             maybe_inject_fault(step)
@@ -302,7 +240,79 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
             "metrics": metrics}
 
 
-_SHOWN = {"d_loss_real", "d_loss_fake", "g_loss", "loss", "nll", "g_energy_mae_gev"}
+class _MetricWindow:
+    """Metrics summed over the steps since the last log line."""
+
+    def __init__(self, effective_batch_size: int, n_showers: int):
+        self.batch, self.n_showers = effective_batch_size, n_showers
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count, self.t_last = 0, time.perf_counter()
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] += v
+        self.count += 1
+
+    def flush(self, step: int, time_offset: float, device: torch.device) -> dict:
+        """The log record of ``step`` (means over the ranks in ``metrics``); resets."""
+        means = average_metrics({k: v / self.count for k, v in self.sums.items()}, device)
+        now = time.perf_counter()
+        record = {"step": step, "epoch": step * self.batch / self.n_showers,
+                  "time_s": round(time_offset + now, 3),
+                  "showers_per_s": round(self.count * self.batch
+                                         / max(now - self.t_last, 1e-9), 2),
+                  "effective_batch_size": self.batch, "metrics": means}
+        self.sums.clear()
+        self.count, self.t_last = 0, now
+        return record
+
+
+def _restore_random_states(model: GenerativeModel, resume_from: dict | None, seed: int,
+                           start_step: int) -> None:
+    """Random states (and the gradient scaler's) for this rank: the checkpoint's when
+    resuming, else a per-rank seed on ranks > 0 (rank 0 keeps the seed it built with)."""
+    rank, world_size = distributed_info()
+    if resume_from is not None:
+        rank_states = resume_from.get("rng_ranks")
+        if rank_states is not None and len(rank_states) == world_size:
+            set_rng_state(rank_states[rank])
+        else:  # a different number of processes: rank 0 continues, the others re-seed
+            set_rng_state(resume_from["rng"])
+            if rank > 0:
+                seed_everything(seed + rank + 7919 * start_step)
+        if model.scaler is not None and resume_from.get("scaler_state"):
+            model.scaler.load_state_dict(resume_from["scaler_state"])
+    elif rank > 0:
+        # identical initial weights (seeded alike before this), different noise per rank
+        seed_everything(seed + rank)
+
+
+def _check_finite(metrics: dict[str, float], step: int, rundir: Path) -> None:
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        raise CaloforgeError(
+            f"training diverged at step {step}: {', '.join(bad)} not finite; lower "
+            f"the learning rate or check the data (last checkpoint: "
+            f"{rundir / CHECKPOINT_NAME})"
+        )
+
+
+def _checkpoint(model: GenerativeModel, config: TrainConfig, rundir: Path, step: int, *,
+                particle: str, data: dict | None, distributed: dict, elapsed_s: float) -> None:
+    """Write the checkpoint of ``step``: every rank takes part (collectives), rank 0
+    writes."""
+    if step == config.max_steps:
+        broadcast_buffers(model)
+    rank_states = gather_rng_states(rng_state())
+    if distributed_info()[0] != 0:
+        return
+    extra = {"distributed": distributed}
+    if rank_states is not None:
+        extra["rng_ranks"] = rank_states
+    if model.scaler is not None:
+        extra["scaler_state"] = model.scaler.state_dict()
+    save_checkpoint(rundir, model, config, step, particle=particle, data=data, extra=extra,
+                    elapsed_s=elapsed_s)
 
 
 def _read_training_showers(path: str | Path, max_showers: int | None) -> ShowerSet:
@@ -336,6 +346,10 @@ def train(family: str, data_path: str | Path, rundir: str | Path, *,
 
     Returns:
         The summary of :func:`fit` plus ``rundir``.
+
+    Raises:
+        CaloforgeError: a bad setting, an unknown family, a run directory that already
+            holds a run (or none when resuming), data that do not match the run, or a divergence.
     """
     rundir = Path(rundir)
     # only rank 0 talks (RANK is torchrun's; the process group does not exist yet)
@@ -374,7 +388,8 @@ def train(family: str, data_path: str | Path, rundir: str | Path, *,
                 "another --out"
             )
         config = TrainConfig.from_dict(overrides)
-        get_model_class(family)  # an unknown family fails before the data are read
+        # an unknown family or a bad model setting fails before the data are read
+        get_model_class(family).Config.from_dict(model_config, where="model")
     if data_path is None:
         raise CaloforgeError("no training data given (--data FILE.h5)")
 

@@ -1,0 +1,188 @@
+"""Pretrained models shipped in the package, usable offline, and the run-or-name lookup.
+
+Each model is a folder ``caloforge/pretrained/<name>/`` holding
+
+- ``checkpoint.pt``: the run's checkpoint (:mod:`caloforge.train.checkpoint` format, loadable
+  with ``torch.load(weights_only=True)``), without optimiser and random states;
+- ``card.json``: ``name``, ``family``, ``geometry``, ``particle``, a one-line ``summary``,
+  the measured ``figures`` (name -> number) and how they were obtained (``command``);
+- ``card.md``: the model card for people (training data and seed, steps, config, version,
+  the measured figures and the commands that reproduce them).
+
+Every command that takes a run directory (``generate``, ``bench``, ``export``, ``scan``)
+also takes a pretrained name (:func:`resolve_run`). The folder searched is the package's,
+or the one named by the environment variable ``CALOFORGE_PRETRAINED_DIR`` (tests, local
+collections). The models travel inside the package rather than through a model hub
+client (huggingface_hub): they must work offline, right after ``pip install``.
+
+Examples:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     available_pretrained(root)
+    []
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caloforge.errors import CaloforgeError
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded
+    from caloforge.models.base import GenerativeModel
+
+__all__ = ["PRETRAINED_ENV", "pretrained_root", "available_pretrained", "model_card",
+           "pretrained_dir", "resolve_run", "load_pretrained", "save_pretrained"]
+
+PRETRAINED_ENV = "CALOFORGE_PRETRAINED_DIR"
+_CHECKPOINT = "checkpoint.pt"  # = caloforge.train.CHECKPOINT_NAME (not imported: no torch)
+_CARD_JSON, _CARD_MD = "card.json", "card.md"
+#: checkpoint entries a pretrained model does not need (only resuming training does)
+_TRAINING_ONLY = ("optimizer_state", "rng", "rng_ranks", "scaler_state")
+
+
+def pretrained_root(root: str | Path | None = None) -> Path:
+    """The folder of pretrained models: ``root``, else ``$CALOFORGE_PRETRAINED_DIR``, else
+    the package's own."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get(PRETRAINED_ENV) or Path(__file__).parent)
+
+
+def available_pretrained(root: str | Path | None = None) -> list[str]:
+    """Names of the pretrained models in ``root`` (see :func:`pretrained_root`), sorted."""
+    folder = pretrained_root(root)
+    if not folder.is_dir():
+        return []
+    return sorted(d.name for d in folder.iterdir() if (d / _CHECKPOINT).is_file())
+
+
+def _unknown(name: str, root: str | Path | None) -> CaloforgeError:
+    known = ", ".join(available_pretrained(root)) or "none in this installation"
+    return CaloforgeError(f"no pretrained model {name!r}; pretrained models: {known}")
+
+
+def pretrained_dir(name: str, root: str | Path | None = None) -> Path:
+    """The folder of pretrained model ``name``.
+
+    Raises:
+        CaloforgeError: no such model; the message lists the known ones.
+    """
+    if name not in available_pretrained(root):
+        raise _unknown(name, root)
+    return pretrained_root(root) / name
+
+
+def model_card(name: str, root: str | Path | None = None) -> dict[str, Any]:
+    """The ``card.json`` of pretrained model ``name`` (empty fields if it has none), plus
+    ``name`` and ``path`` (the card's markdown file).
+
+    Raises:
+        CaloforgeError: no such model, or an unreadable card.
+    """
+    folder = pretrained_dir(name, root)
+    card: dict[str, Any] = {}
+    if (folder / _CARD_JSON).is_file():
+        try:
+            card = json.loads((folder / _CARD_JSON).read_text())
+        except (OSError, ValueError) as err:
+            raise CaloforgeError(f"cannot read the card of {name}: {err}") from None
+    return {"summary": "", "figures": {}, **card, "name": name,
+            "path": str(folder / _CARD_MD)}
+
+
+def resolve_run(spec: str | Path, root: str | Path | None = None) -> Path:
+    """The run directory that ``spec`` names: an existing path, or a pretrained name.
+
+    A ``spec`` that is neither an existing path nor a pretrained name is returned as a
+    path when it looks like one (has a ``/`` or ends in ``.pt``), so that loading it says
+    which checkpoint is missing.
+
+    Raises:
+        CaloforgeError: a bare name that is neither a folder nor a pretrained model; the
+            message lists the pretrained models.
+    """
+    path = Path(spec)
+    if path.exists():
+        return path
+    text = str(spec)
+    if text in available_pretrained(root):
+        return pretrained_root(root) / text
+    if "/" in text or os.sep in text or text.endswith(".pt"):
+        return path
+    known = ", ".join(available_pretrained(root)) or "none in this installation"
+    raise CaloforgeError(f"{text!r} is neither a run directory (no such folder) nor a "
+                         f"pretrained model; pretrained models: {known}")
+
+
+def load_pretrained(name: str, device: str = "cpu",
+                    root: str | Path | None = None) -> GenerativeModel:
+    """The pretrained model ``name``, ready to sample, in eval mode on ``device``.
+
+    Args:
+        name: one of :func:`available_pretrained` (``caloforge models`` lists them).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``...
+        root: the folder to look in (default: :func:`pretrained_root`).
+
+    Raises:
+        CaloforgeError: no such model (the message lists the known ones), or an
+            unreadable checkpoint.
+    """
+    from caloforge.train.checkpoint import load_run
+
+    return load_run(pretrained_dir(name, root), device)
+
+
+def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
+                    root: str | Path | None = None, card_text: str = "") -> Path:
+    """Turn a trained run into pretrained model ``name``: the checkpoint without its
+    training-only states, ``card.json`` and ``card.md``.
+
+    Args:
+        rundir: the trained run (its ``checkpoint.pt``).
+        name: the model's name (a folder name: letters, digits, ``-``, ``_``).
+        card: ``summary`` (one line), ``figures`` (name -> number), ``command`` and any
+            further plain entries; family, geometry, particle, step and version are added
+            from the checkpoint.
+        root: the folder to write into (default: :func:`pretrained_root`).
+        card_text: the markdown model card (default: one generated from ``card``).
+
+    Returns:
+        The model's folder.
+
+    Raises:
+        CaloforgeError: a bad name or an unreadable checkpoint.
+    """
+    import torch
+
+    from caloforge.train.checkpoint import load_checkpoint
+
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise CaloforgeError(f"pretrained model name {name!r}: use letters, digits, - and _")
+    ckpt = load_checkpoint(rundir)
+    for key in _TRAINING_ONLY:
+        ckpt.pop(key, None)
+    ckpt["optimizer_state"] = {}
+    folder = pretrained_root(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, folder / _CHECKPOINT)
+    full = {"name": name, "family": ckpt["family"], "geometry": ckpt["geometry"]["name"],
+            "particle": ckpt["particle"], "step": ckpt["step"],
+            "caloforge_version": ckpt["caloforge_version"], **card}
+    (folder / _CARD_JSON).write_text(json.dumps(full, indent=2) + "\n")
+    (folder / _CARD_MD).write_text(card_text or _card_markdown(full))
+    return folder
+
+
+def _card_markdown(card: dict[str, Any]) -> str:
+    lines = [f"# {card['name']}", "", card.get("summary", ""), "",
+             f"- family: {card['family']}", f"- geometry: {card['geometry']}",
+             f"- particle: {card['particle']}", f"- training steps: {card['step']}",
+             f"- caloforge version: {card['caloforge_version']}", "", "## Measured figures", ""]
+    lines += [f"- {k}: {v}" for k, v in card.get("figures", {}).items()] or ["- none yet"]
+    if card.get("command"):
+        lines += ["", "## Reproduce", "", "```", str(card["command"]), "```"]
+    return "\n".join(lines) + "\n"

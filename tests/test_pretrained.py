@@ -1,0 +1,146 @@
+"""Pretrained models: the package folder, `caloforge models`, `load_pretrained`, and every
+command that takes a run directory also taking a pretrained name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from cli_helpers import run_cli
+
+import caloforge
+import caloforge.pretrained as pretrained
+from caloforge.errors import CaloforgeError
+from caloforge.models import get_model_class
+from caloforge.pretrained import (
+    PRETRAINED_ENV,
+    available_pretrained,
+    load_pretrained,
+    model_card,
+    resolve_run,
+    save_pretrained,
+)
+from caloforge.simulate import simulate_to_file
+from caloforge.train import train
+
+torch.set_num_threads(1)
+NAME = "tiny-calogan-eplus"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A pretrained folder holding one tiny CaloGAN trained for one step."""
+    work = tmp_path_factory.mktemp("pretrained")
+    data = work / "eplus.h5"
+    simulate_to_file(data, "calogan", "eplus", 64, energy_range=(10, 50), seed=1,
+                     progress=False)
+    train("calogan", data, work / "run",
+          train_config={"max_steps": 1, "batch_size": 16, "progress": False,
+                        "device": "cpu", "tensorboard": False},
+          model_config=get_model_class("calogan").tiny_config().to_dict(), log=None)
+    folder = save_pretrained(work / "run", NAME,
+                             {"summary": "one training step, for tests only",
+                              "figures": {"steps": 1, "auc_low": 0.99}},
+                             root=work / "models")
+    assert folder == work / "models" / NAME
+    return work / "models"
+
+
+@pytest.fixture
+def env_root(root, monkeypatch) -> Path:
+    monkeypatch.setenv(PRETRAINED_ENV, str(root))
+    return root
+
+
+def test_folder_holds_weights_only_checkpoint_and_card(root):
+    folder = root / NAME
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert ckpt["family"] == "calogan" and ckpt["optimizer_state"] == {}
+    assert "rng" not in ckpt
+    card = json.loads((folder / "card.json").read_text())
+    assert card["geometry"] == "calogan" and card["particle"] == "eplus"
+    assert card["figures"]["auc_low"] == 0.99
+    assert "one training step" in (folder / "card.md").read_text()
+    assert available_pretrained(root) == [NAME]
+    assert model_card(NAME, root)["summary"] == "one training step, for tests only"
+
+
+def test_load_pretrained_samples_in_mev(env_root):
+    for model in (load_pretrained(NAME), caloforge.load_pretrained(NAME)):
+        showers = model.sample(torch.full((5, 1), 2e4), torch.Generator().manual_seed(0))
+        assert showers.shape == (5, 504) and (showers >= 0).all()
+        assert model.run_info["particle"] == "eplus"
+
+
+def test_unknown_name_lists_the_known_ones_in_one_line(env_root, capsys):
+    with pytest.raises(CaloforgeError, match=f"pretrained models: {NAME}$"):
+        load_pretrained("calogan-nope")
+    code, _, err = run_cli(["generate", "calogan-nope", "-n", 2, "-o", "x.h5"], capsys)
+    assert code == 1 and err.count("\n") == 1 and NAME in err and "Traceback" not in err
+    # a path that does not exist still says which checkpoint is missing
+    with pytest.raises(CaloforgeError, match="no checkpoint"):
+        from caloforge.train import load_run
+
+        load_run(resolve_run(env_root / "nothing"))
+
+
+def test_models_command_lists_cards(env_root, capsys, monkeypatch):
+    code, out, err = run_cli(["models"], capsys)
+    assert code == 0, err
+    assert NAME in out and "calogan calogan eplus" in out and "auc_low 0.99" in out
+    monkeypatch.setenv(PRETRAINED_ENV, str(env_root / "empty"))
+    code, out, _ = run_cli(["models"], capsys)
+    assert code == 0 and "no pretrained models" in out
+
+
+def test_commands_take_a_pretrained_name(env_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["generate", NAME, "-n", 7, "--seed", 3, "-o", "gen.h5", "-q"],
+                           capsys)
+    assert code == 0, err
+    with h5py.File(tmp_path / "gen.h5") as f:
+        assert f["layer_1"].shape == (7, 12, 12)
+        assert np.all(f["energy"][()] >= 10) and np.all(f["energy"][()] <= 50)  # GeV
+        assert f.attrs["run"] == str((env_root / NAME).resolve())
+    code, _, err = run_cli(["scan", NAME, "-n", 3], capsys)
+    assert code == 0, err
+    assert (tmp_path / f"{NAME}_scan_energy.png").exists()
+    code, out, err = run_cli(["bench", NAME, "--batch-sizes", "1", "--repeats", "1",
+                              "--threads", "1", "--no-simulator"], capsys)
+    assert code == 0, err
+    assert f"calogan eplus ({NAME})" in out
+    code, _, err = run_cli(["export", NAME, "-o", "m.onnx", "--no-check"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "m.onnx").exists()
+
+
+def test_bad_names_are_refused(root):
+    with pytest.raises(CaloforgeError, match="letters, digits"):
+        save_pretrained(root / NAME, "../escape", {}, root=root)
+
+
+SHIPPED = available_pretrained(Path(pretrained.__file__).parent)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_loads_with_weights_only_and_generates(name):
+    folder = Path(pretrained.__file__).parent / name
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert ckpt["format"] == "caloforge-run"
+    assert (folder / "card.md").is_file() and (folder / "card.json").is_file()
+    model = load_pretrained(name, root=folder.parent)
+    lo, hi = model.conditioning.energy
+    energy = torch.linspace(lo, hi, 64)[:, None]  # MeV
+    conditions = energy
+    if model.conditioning.angle is not None:  # degrees
+        conditions = torch.cat([energy, torch.full_like(energy, sum(model.conditioning.angle)
+                                                          / 2)], dim=1)
+    showers = model.sample(conditions, torch.Generator().manual_seed(0))
+    assert showers.shape == (64, model.geometry.n_voxels)
+    assert torch.isfinite(showers).all() and (showers >= 0).all()
+    response = showers.sum(dim=1) / energy[:, 0]
+    assert 0.2 < float(response.mean()) < 1.2  # deposits in MeV, not GeV or keV
