@@ -64,7 +64,7 @@ def _read_stats(path: str, max_showers: int | None) -> dict:
         "energy": (e_min / 1000.0, e_max / 1000.0),
         "angle": None if not np.isfinite(a_min) else (a_min, a_max),
         "fractions": frac_sum / n, "response": resp_sum / n,
-        "overflow": overflow_sum / n if info.geometry.has_overflow else None,
+        "overflow": overflow_sum / n if info.get("has_overflow") else None,
         "mean_image": voxel_sum / n, "nonzero": nonzero_sum / n,
     }
 
