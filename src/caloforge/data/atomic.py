@@ -35,6 +35,8 @@ _live: set[Path] = set()
 _lock = threading.Lock()
 _previous_handler = None
 _INPUTS_KEY = "caloforge.inputs"
+# A run's checkpoint (train/checkpoint.py writes it); only its writer may replace it.
+_RUN_CHECKPOINT = "checkpoint.pt"
 
 
 def _host() -> str:
@@ -178,7 +180,8 @@ def check_output_path(path: str | Path, kind: str = "file") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, *, check: bool = True) -> Iterator[Path]:
+def atomic_output(path: str | Path, *, check: bool = True,
+                  replace_checkpoint: bool = False) -> Iterator[Path]:
     """Write a file atomically: yields the temporary path to write to.
 
     On normal exit the temporary replaces ``path``; on an exception (Ctrl-C included) or
@@ -188,13 +191,19 @@ def atomic_output(path: str | Path, *, check: bool = True) -> Iterator[Path]:
         path: the final file.
         check: refuse, before anything is written, an output that is a folder, lies below a
             file, or is an input of the running command (see :func:`check_output_path`).
+        replace_checkpoint: allow replacing a run's ``checkpoint.pt`` (only the checkpoint
+            writer does).
 
     Raises:
-        CaloforgeError: see :func:`check_output_path`; a folder that cannot be created.
+        CaloforgeError: see :func:`check_output_path`; an existing run checkpoint; a folder
+            that cannot be created.
     """
     path = Path(path)
     if check:
         check_output_path(path)
+    if not replace_checkpoint and path.name == _RUN_CHECKPOINT and path.is_file():
+        raise CaloforgeError(f"refusing to overwrite {path}: it is a training run's "
+                             "checkpoint; choose another output name")
     created: list[Path] = []
     parent = path.parent
     missing = [p for p in (parent, *parent.parents) if not p.exists()]

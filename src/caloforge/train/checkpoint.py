@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from caloforge._version import __version__
+from caloforge.data.atomic import atomic_output, record_input
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import Conditioning, GenerativeModel, get_model_class
@@ -113,21 +114,19 @@ def save_checkpoint(rundir: str | Path, model: GenerativeModel, train_config: Tr
         **(extra or {}),
     }
     final = rundir / CHECKPOINT_NAME
-    tmp = rundir / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # atomic, no temporary left on SIGTERM; a killed writer's is removed by the next save
+    with atomic_output(final, check=False, replace_checkpoint=True) as tmp, \
+            open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     return final
 
 
 def load_checkpoint(rundir: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read and check a checkpoint (``RUNDIR`` or the ``.pt`` file itself)."""
     path = checkpoint_path(rundir)
+    record_input(path)  # no output of the running command may replace it
     if not path.exists():
         raise CaloforgeError(
             f"no checkpoint at {path}; train a model first (caloforge train MODEL --data "
