@@ -14,13 +14,10 @@ def data() -> None:
 @data.command("list")
 def list_() -> None:
     """Show the known data sets and their files."""
-    from caloforge.data.fetch import DATASETS
+    from caloforge.data.fetch import describe_datasets
 
-    for name, (description, files) in DATASETS.items():
-        click.echo(f"{name}: {description}")
-        for remote in files:
-            check = "sha256 published" if remote.sha256 else "no published checksum"
-            click.echo(f"    {remote.name}  [{remote.geometry}; {check}]")
+    for line in describe_datasets():
+        click.echo(line)
 
 
 @data.command()
