@@ -8,8 +8,9 @@ goes through :func:`atomic_output`, which
   :class:`~caloforge.errors.CaloforgeError` line, before any work is done;
 - writes to ``.NAME.tmp-HOST-PID`` beside the target and renames it onto the target only
   when the block exits without an exception, so a reader never sees half a file;
-- removes the temporary on an exception, on Ctrl-C and on SIGTERM (a handler is installed
-  while a temporary is open, where the process has none of its own);
+- removes the temporary (and the folders made for it) on an exception, on Ctrl-C and on
+  SIGTERM (a handler is installed while a temporary is open, where the process has none of
+  its own; the process then still dies of the signal);
 - removes, before writing, the temporaries that dead processes of this machine left in the
   same folder (SIGKILL and power cuts cannot be caught).
 """
@@ -31,7 +32,7 @@ __all__ = ["atomic_output", "check_output_path", "record_input", "remove_stale_t
            "temporary_path"]
 
 _TMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>[A-Za-z0-9_.-]+)-)?(?P<pid>\d+)$")
-_live: set[Path] = set()
+_live: dict[Path, list[Path]] = {}  # temporary -> the folders made for it
 _lock = threading.Lock()
 _previous_handler = None
 _INPUTS_KEY = "caloforge.inputs"
@@ -91,14 +92,18 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess test
-    for tmp in list(_live):
+    for tmp, created in list(_live.items()):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-    # unwind like Ctrl-C does, so that every other cleanup (created folders) runs too
-    raise SystemExit(128 + signum)
+        _remove_folders(created)
+    # Then die of the signal as if no handler were installed. (Raising SystemExit here
+    # instead would be lost when the signal arrives inside a callback whose exceptions
+    # Python ignores, such as a weakref callback, and the process would carry on.)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
-def _register(tmp: Path) -> None:
+def _register(tmp: Path, created: list[Path]) -> None:
     global _previous_handler
     with _lock:
         if not _live and threading.current_thread() is threading.main_thread():
@@ -107,13 +112,13 @@ def _register(tmp: Path) -> None:
                 if current in (signal.SIG_DFL, None):
                     signal.signal(signal.SIGTERM, _on_sigterm)
                     _previous_handler = current
-        _live.add(tmp)
+        _live[tmp] = created
 
 
 def _unregister(tmp: Path) -> None:
     global _previous_handler
     with _lock:
-        _live.discard(tmp)
+        _live.pop(tmp, None)
         if not _live and _previous_handler is not None \
                 and threading.current_thread() is threading.main_thread():
             with contextlib.suppress(ValueError, OSError):
@@ -218,7 +223,7 @@ def atomic_output(path: str | Path, *, check: bool = True,
         raise CaloforgeError(f"cannot create folder {parent}: {err.strerror or err}") from None
     remove_stale_temporaries(parent)
     tmp = temporary_path(path)
-    _register(tmp)
+    _register(tmp, created)
     ok = False
     try:
         yield tmp
