@@ -158,17 +158,58 @@ def test_sigterm_leaves_no_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_refuses_an_opset_it_cannot_write(run, tmp_path, capsys):
-    line = _one_line_error(*run_cli(["export", run, "-o", tmp_path / "m.onnx", "--opset", 13,
-                                     "--no-check"], capsys))
-    assert "cannot write opset 13" in line
+class _Program:
+    """What torch.onnx.export returns, for a graph that declares ``opset``."""
+
+    def __init__(self, opset):
+        import onnx
+
+        self.model_proto = onnx.helper.make_model(
+            onnx.helper.make_graph([], "g", [], []),
+            opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+    def save(self, path, external_data=False):
+        import onnx
+
+        onnx.save(self.model_proto, path)
+
+
+@pytest.mark.parametrize(("asked", "written"), [(13, 18), (17, 18), (20, 20)])
+def test_export_contract_states_the_opset_the_exporter_wrote(asked, written, run, tmp_path,
+                                                             capsys, monkeypatch):
+    """The exporter converts down where it can and silently keeps its own opset where it
+    cannot: the file's opset is what counts."""
+    pytest.importorskip("onnx")
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: _Program(written))
+    code, out, err = run_cli(["export", run, "-o", tmp_path / "m.onnx", "--opset", asked,
+                              "--no-check"], capsys)
+    if asked != written:
+        line = _one_line_error(code, out, err)
+        assert f"cannot write opset {asked}: it wrote opset {written}" in line
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert code == 0, err
+        assert json.loads((tmp_path / "m.contract.json").read_text())["opset"] == written
+
+
+def test_export_opset_newer_than_onnx_knows_is_one_line(run, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    newest = onnx.defs.onnx_opset_version()
+    line = _one_line_error(*run_cli(["export", run, "-o", tmp_path / "m.onnx", "--opset",
+                                     newest + 1], capsys))
+    assert f"up to {newest}" in line
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_contract_states_the_opset_in_the_file(run, tmp_path, capsys):
+@pytest.mark.slow
+def test_real_exporter_opsets(run, tmp_path, capsys):
+    """With the installed torch exporter (writes opset 18 and newer, about a minute)."""
     onnx = pytest.importorskip("onnx")
-    code, _, err = run_cli(["export", run, "-o", tmp_path / "m.onnx", "--opset", 20,
-                            "--no-check"], capsys)
+    line = _one_line_error(*run_cli(["export", run, "-o", tmp_path / "a.onnx", "--opset", 13,
+                                     "--no-check"], capsys))
+    assert "cannot write opset 13" in line
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = run_cli(["export", run, "-o", tmp_path / "m.onnx", "--opset", 20], capsys)
     assert code == 0, err
     declared = {o.domain: o.version for o in onnx.load(tmp_path / "m.onnx").opset_import}
     contract = json.loads((tmp_path / "m.contract.json").read_text())
