@@ -112,12 +112,15 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    host = temporary_path(tmp_path / "x").name.split(".tmp-")[1].rsplit("-", 1)[0]
+    mine = temporary_path(tmp_path / "out.h5").name  # .out.h5.caloforge-tmp-HOST-PID
+    host = mine.split(".caloforge-tmp-")[1].rsplit("-", 1)[0]
     dead = _dead_pid()
-    stale = [tmp_path / f".out.h5.tmp-{host}-{dead}", tmp_path / f".checkpoint.pt.tmp-{dead}"]
-    kept = [tmp_path / f".out.h5.tmp-{host}-{os.getppid()}",  # a live process
-            tmp_path / f".out.h5.tmp-otherhost-{dead}",  # another machine's (shared disk)
-            tmp_path / f".notes.txt.tmp-{dead}x"]  # not ours
+    stale = [tmp_path / mine.replace(f"-{os.getpid()}", f"-{dead}"),
+             tmp_path / f".checkpoint.pt.tmp-{dead}"]  # as earlier versions named them
+    kept = [tmp_path / mine.replace(f"-{os.getpid()}", f"-{os.getppid()}"),  # a live process
+            tmp_path / mine.replace(f"{host}-{os.getpid()}", f"otherhost-{dead}"),  # shared disk
+            tmp_path / f".notes.txt.tmp-{dead}",  # not an output of ours
+            tmp_path / f".notes.txt.caloforge-tmp-{host}-{dead}x"]
     for path in stale + kept:
         path.write_bytes(b"half a file")
     showers = read_showers(write(tmp_path / "in.h5", _calogan_arrays()))
@@ -147,7 +150,7 @@ def test_sigterm_leaves_no_temporary(tmp_path):
         stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
-            p.name.startswith(".big.h5.tmp-") for p in tmp_path.iterdir()):
+            p.name.startswith(".big.h5.caloforge-tmp-") for p in tmp_path.iterdir()):
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
     time.sleep(0.3)  # some chunks written

@@ -6,7 +6,7 @@ goes through :func:`atomic_output`, which
 - refuses an output that cannot be a file (a folder, or a path below a file) and an output
   that the running command read as an input (``generate RUN -o RUN/checkpoint.pt``), in one
   :class:`~caloforge.errors.CaloforgeError` line, before any work is done;
-- writes to ``.NAME.tmp-HOST-PID`` beside the target and renames it onto the target only
+- writes to ``.NAME.caloforge-tmp-HOST-PID`` beside the target and renames it onto the target only
   when the block exits without an exception, so a reader never sees half a file;
 - removes the temporary (and the folders made for it) on an exception, on Ctrl-C and on
   SIGTERM (a handler is installed while a temporary is open, where the process has none of
@@ -31,7 +31,10 @@ from caloforge.errors import CaloforgeError
 __all__ = ["atomic_output", "check_output_path", "record_input", "remove_stale_temporaries",
            "temporary_path"]
 
-_TMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>[A-Za-z0-9_.-]+)-)?(?P<pid>\d+)$")
+# .NAME.caloforge-tmp-HOST-PID (HOST has no "-"), and the older .NAME.tmp-PID of caloforge's
+# own outputs (shower files, checkpoints, exports)
+_TMP = re.compile(r"^\.(?P<name>.+)\.caloforge-tmp-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)$")
+_OLD_TMP = re.compile(r"^\.(?P<name>.+\.(?:h5|hdf5|pt|onnx|json))\.tmp-(?P<pid>\d+)$")
 _live: dict[Path, list[Path]] = {}  # temporary -> the folders made for it
 _lock = threading.Lock()
 _previous_handler = None
@@ -41,14 +44,15 @@ _RUN_CHECKPOINT = "checkpoint.pt"
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"  # no "-"
 
 
 def temporary_path(path: str | Path) -> Path:
     """The temporary name :func:`atomic_output` writes ``path`` under:
-    ``.NAME.tmp-HOST-PID`` in the same folder (same file system, so the rename is atomic)."""
+    ``.NAME.caloforge-tmp-HOST-PID`` in the same folder (same file system, so the rename is
+    atomic)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{_host()}-{os.getpid()}")
+    return path.with_name(f".{path.name}.caloforge-tmp-{_host()}-{os.getpid()}")
 
 
 def _alive(pid: int) -> bool:
@@ -64,7 +68,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporaries (``.NAME.tmp-HOST-PID``, and the older ``.NAME.tmp-PID``) that
+    """Delete the temporaries (``.NAME.caloforge-tmp-HOST-PID``, and the older
+    ``.NAME.tmp-PID`` of ``.h5``, ``.hdf5``, ``.pt``, ``.onnx`` and ``.json`` outputs) that
     processes of this machine which are no longer running left in ``folder``.
 
     Temporaries of live processes and of other machines (a shared file system) are kept.
@@ -79,11 +84,12 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         return removed
     host, me = _host(), os.getpid()
     for entry in entries:
-        match = _TMP.match(entry.name)
+        match = _TMP.match(entry.name) or _OLD_TMP.match(entry.name)
         if match is None or not entry.is_file(follow_symlinks=False):
             continue
         pid = int(match["pid"])
-        if (match["host"] not in (None, host)) or pid == me or _alive(pid):
+        other_host = match.re is _TMP and match["host"] != host
+        if other_host or pid == me or _alive(pid):
             continue
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
