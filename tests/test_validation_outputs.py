@@ -141,7 +141,8 @@ def test_checkpoint_write_removes_a_killed_writers_temporary(run):
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
 
 
-def test_sigterm_leaves_no_temporary(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_kill_leaves_no_temporary(sig, tmp_path):
     out = tmp_path / "big.h5"
     proc = subprocess.Popen(
         [sys.executable, "-m", "caloforge", "simulate", "-p", "eplus", "-n", "2000000",
@@ -154,9 +155,9 @@ def test_sigterm_leaves_no_temporary(tmp_path):
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
     time.sleep(0.3)  # some chunks written
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGTERM
+    assert proc.returncode == -sig
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from caloforge.cli._options import OutputPath
+
 
 @click.group()
 def data() -> None:
@@ -23,7 +25,7 @@ def list_() -> None:
 @data.command()
 @click.argument("name")
 @click.option("-o", "--output", "directory", default=".", show_default=True,
-              type=click.Path(file_okay=False), help="Directory to put the files in.")
+              type=OutputPath("folder"), help="Directory to put the files in.")
 @click.option("--mirror", default=None,
               help="Base URL of a mirror holding the same file names "
               "(or set CALOFORGE_DATA_MIRROR).")

@@ -8,9 +8,9 @@ goes through :func:`atomic_output`, which
   :class:`~caloforge.errors.CaloforgeError` line, before any work is done;
 - writes to ``.NAME.caloforge-tmp-HOST-PID`` beside the target and renames it onto the target only
   when the block exits without an exception, so a reader never sees half a file;
-- removes the temporary (and the folders made for it) on an exception, on Ctrl-C and on
-  SIGTERM (a handler is installed while a temporary is open, where the process has none of
-  its own; the process then still dies of the signal);
+- removes the temporary (and the folders made for it) on an exception, on SIGTERM, and on
+  Ctrl-C in a ``caloforge`` command (handlers are installed while a temporary is open,
+  where the process has none of its own; the process then still dies of the signal);
 - removes, before writing, the temporaries that dead processes of this machine left in the
   same folder (SIGKILL and power cuts cannot be caught).
 """
@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ _TMP = re.compile(r"^\.(?P<name>.+)\.caloforge-tmp-(?P<host>[A-Za-z0-9_.]+)-(?P<
 _OLD_TMP = re.compile(r"^\.(?P<name>.+\.(?:h5|hdf5|pt|onnx|json))\.tmp-(?P<pid>\d+)$")
 _live: dict[Path, list[Path]] = {}  # temporary -> the folders made for it
 _lock = threading.Lock()
-_previous_handler = None
+_previous: dict[int, object] = {}  # signal -> the handler we replaced
 _INPUTS_KEY = "caloforge.inputs"
 # A run's checkpoint (train/checkpoint.py writes it); only its writer may replace it.
 _RUN_CHECKPOINT = "checkpoint.pt"
@@ -97,40 +98,58 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess test
+def _on_signal(signum, frame):  # pragma: no cover - exercised in subprocess tests
     for tmp, created in list(_live.items()):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         _remove_folders(created)
-    # Then die of the signal as if no handler were installed. (Raising SystemExit here
-    # instead would be lost when the signal arrives inside a callback whose exceptions
-    # Python ignores, such as a weakref callback, and the process would carry on.)
+    if signum == signal.SIGINT:
+        with contextlib.suppress(OSError, ValueError):
+            print("aborted", file=sys.stderr, flush=True)
+    # Then die of the signal as if no handler were installed. (Raising an exception here
+    # instead, as Python's own Ctrl-C handler does, is lost when the signal arrives inside a
+    # callback whose exceptions Python ignores, such as the weakref callbacks h5py runs all
+    # the time, and the process carries on writing.)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
 
+def _in_command() -> bool:
+    try:
+        import click
+    except ImportError:  # pragma: no cover - click is a dependency
+        return False
+    return click.get_current_context(silent=True) is not None
+
+
 def _register(tmp: Path, created: list[Path]) -> None:
-    global _previous_handler
+    """Track a temporary; with the first one, take over SIGTERM where the process has the
+    default (death) for it, and Ctrl-C inside a ``caloforge`` command (a library user's
+    Ctrl-C, in a notebook say, stays a KeyboardInterrupt)."""
     with _lock:
         if not _live and threading.current_thread() is threading.main_thread():
-            with contextlib.suppress(ValueError, OSError):
-                current = signal.getsignal(signal.SIGTERM)
-                if current in (signal.SIG_DFL, None):
-                    signal.signal(signal.SIGTERM, _on_sigterm)
-                    _previous_handler = current
+            wanted = {signal.SIGTERM: (signal.SIG_DFL, None)}
+            if _in_command():
+                wanted[signal.SIGINT] = (signal.default_int_handler,)
+            for signum, defaults in wanted.items():
+                with contextlib.suppress(ValueError, OSError):
+                    current = signal.getsignal(signum)
+                    if current in defaults:
+                        signal.signal(signum, _on_signal)
+                        _previous[signum] = current
         _live[tmp] = created
 
 
 def _unregister(tmp: Path) -> None:
-    global _previous_handler
     with _lock:
         _live.pop(tmp, None)
-        if not _live and _previous_handler is not None \
-                and threading.current_thread() is threading.main_thread():
-            with contextlib.suppress(ValueError, OSError):
-                if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-                    signal.signal(signal.SIGTERM, _previous_handler)
-            _previous_handler = None
+        if not _live and threading.current_thread() is threading.main_thread():
+            for signum, handler in list(_previous.items()):
+                with contextlib.suppress(ValueError, OSError):
+                    if signal.getsignal(signum) is _on_signal:
+                        signal.signal(signum, handler if handler is not None
+                                      else signal.SIG_DFL)
+                del _previous[signum]
 
 
 def _inputs() -> set[str] | None:

@@ -10,6 +10,7 @@ their MD5s, from the Zenodo record when fetched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -295,6 +296,17 @@ def fetch_dataset(name: str, directory: str | Path = ".", progress: bool = True,
         raise CaloforgeError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
     base_url = base_url or os.environ.get("CALOFORGE_DATA_MIRROR")
     directory = Path(directory)
+    made = not directory.exists()
+    try:
+        return _fetch(name, directory, progress, base_url)
+    except BaseException:
+        if made:  # a failed first fetch leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+
+
+def _fetch(name: str, directory: Path, progress: bool, base_url: str | None) -> list[Path]:
     paths = []
     files = DATASETS[name][1]
     if name in ZENODO_LISTED:

@@ -135,7 +135,8 @@ def load_checkpoint(rundir: str | Path, map_location: str | torch.device = "cpu"
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise CaloforgeError(f"cannot read checkpoint {path}: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CaloforgeError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
         raise CaloforgeError(f"{path} is not a caloforge checkpoint")
     if ckpt.get("format_version", 0) > _FORMAT_VERSION:
