@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import run_cli
-from test_validation import _calogan_arrays, write
+from test_validation import _calogan_arrays, _one_line_error, write
 
 from caloforge import CaloforgeError
 from caloforge.data import ShowerWriter, read_showers, write_showers
@@ -37,14 +37,6 @@ def run(tmp_path_factory):
     rundir = tmp_path_factory.mktemp("run") / "run"
     save_checkpoint(rundir, model, TrainConfig(), 1, particle="eplus")
     return rundir
-
-
-def _one_line_error(code, out, err):
-    assert code != 0
-    assert "Traceback" not in out + err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize("command", ["generate", "export", "simulate"])
