@@ -140,7 +140,9 @@ def test_kill_leaves_no_temporary(sig, tmp_path):
         [sys.executable, "-m", "caloforge", "simulate", "-p", "eplus", "-n", "2000000",
          "--chunk-size", "500", "-q", "-o", str(out)],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True,
+        # a shell's background job inherits Ctrl-C ignored; a user's terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
             p.name.startswith(".big.h5.caloforge-tmp-") for p in tmp_path.iterdir()):
