@@ -39,13 +39,14 @@ def run(tmp_path_factory):
     return rundir
 
 
-@pytest.mark.parametrize("command", ["generate", "export", "simulate"])
+@pytest.mark.parametrize("command", ["generate", "export", "simulate", "scan"])
 def test_output_never_replaces_the_run_checkpoint(command, run, capsys):
     checkpoint = run / "checkpoint.pt"
     before = checkpoint.read_bytes()
     args = {"generate": ["generate", run, "-n", 4, "-q", "-o", checkpoint],
             "export": ["export", run, "-o", checkpoint, "--no-check"],
-            "simulate": ["simulate", "-p", "eplus", "-n", 4, "-q", "-o", checkpoint]}[command]
+            "simulate": ["simulate", "-p", "eplus", "-n", 4, "-q", "-o", checkpoint],
+            "scan": ["scan", run, "-o", checkpoint]}[command]
     line = _one_line_error(*run_cli(args, capsys))
     assert "checkpoint" in line and "overwrite" in line
     assert checkpoint.read_bytes() == before

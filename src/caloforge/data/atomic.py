@@ -177,12 +177,20 @@ def record_input(path: str | Path) -> None:
         inputs.add(_key(path))
 
 
-def check_output_path(path: str | Path, kind: str = "file") -> Path:
+def check_output_path(path: str | Path, kind: str = "file",
+                      replace_checkpoint: bool = False) -> Path:
     """Check that ``path`` can be written as a ``kind`` (``"file"`` or ``"folder"``).
+
+    Args:
+        path: the output.
+        kind: ``"file"`` or ``"folder"``.
+        replace_checkpoint: allow replacing a run's ``checkpoint.pt`` (only the checkpoint
+            writer does).
 
     Raises:
         CaloforgeError: the path is a folder (for a file) or a file (for a folder); a part
-            of the path above it is a file; or the running command reads it as an input.
+            of the path above it is a file; it is a run's checkpoint; or the running command
+            reads it as an input.
     """
     path = Path(path)
     if str(path) in ("", "."):
@@ -196,6 +204,10 @@ def check_output_path(path: str | Path, kind: str = "file") -> Path:
         raise CaloforgeError(f"cannot write {path}: it is a folder; give a file name")
     if kind == "folder" and path.exists() and not path.is_dir():
         raise CaloforgeError(f"cannot write into {path}: it is a file, not a folder")
+    if kind == "file" and not replace_checkpoint and path.name == _RUN_CHECKPOINT \
+            and path.is_file():
+        raise CaloforgeError(f"refusing to overwrite {path}: it is a training run's "
+                             "checkpoint; choose another output name")
     inputs = _inputs() or set()
     if kind == "file" and _key(path) in inputs:
         raise CaloforgeError(
@@ -220,20 +232,17 @@ def atomic_output(path: str | Path, *, check: bool = True,
     Args:
         path: the final file.
         check: refuse, before anything is written, an output that is a folder, lies below a
-            file, or is an input of the running command (see :func:`check_output_path`).
+            file, is a run's checkpoint or an input of the running command (see
+            :func:`check_output_path`).
         replace_checkpoint: allow replacing a run's ``checkpoint.pt`` (only the checkpoint
             writer does).
 
     Raises:
-        CaloforgeError: see :func:`check_output_path`; an existing run checkpoint; a folder
-            that cannot be created.
+        CaloforgeError: see :func:`check_output_path`; a folder that cannot be created.
     """
     path = Path(path)
     if check:
-        check_output_path(path)
-    if not replace_checkpoint and path.name == _RUN_CHECKPOINT and path.is_file():
-        raise CaloforgeError(f"refusing to overwrite {path}: it is a training run's "
-                             "checkpoint; choose another output name")
+        check_output_path(path, replace_checkpoint=replace_checkpoint)
     created: list[Path] = []
     parent = path.parent
     missing = [p for p in (parent, *parent.parents) if not p.exists()]
