@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import json
 import threading
 import zipfile
 from functools import partial
@@ -117,3 +118,63 @@ def test_fetch_dataset_from_mirror_with_zip(server, tmp_path, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(CaloforgeError, match="unknown data set"):
         fetch_dataset("nope")
+
+
+def test_download_verifies_a_published_md5(server, tmp_path):
+    root, url, _ = server
+    payload = b"showers" * 10_000
+    (root / "f.hdf5").write_bytes(payload)
+    good = hashlib.md5(payload).hexdigest()
+    out = download(f"{url}/f.hdf5", tmp_path / "f.hdf5", md5=good, progress=False)
+    assert out.read_bytes() == payload
+    with pytest.raises(CaloforgeError, match="publisher lists MD5"):
+        download(f"{url}/f.hdf5", tmp_path / "g.hdf5", md5="0" * 32, progress=False)
+    assert not (tmp_path / "g.hdf5").exists()
+    assert (tmp_path / "g.hdf5.part.bad").read_bytes() == payload
+
+
+def test_public_files_carry_the_published_md5():
+    for name in ("calochallenge-ds1-photons", "calochallenge-ds1-pions", "calochallenge-ds2",
+                 "calochallenge-ds3"):
+        for remote in fetch_mod.DATASETS[name][1]:
+            assert remote.md5 is not None and len(remote.md5) == 32, remote.name
+            assert remote.checksum_note == "MD5 published"
+    mendeley = fetch_mod.DATASETS["calogan"][1][0]
+    assert mendeley.md5 is None and "no published checksum" in mendeley.checksum_note
+
+
+def test_caloflow_files_are_listed_from_the_zenodo_record(server, tmp_path, monkeypatch):
+    root, url, _ = server
+    payload = {"eplus.hdf5": b"e+ showers", "gamma.hdf5": b"photon showers"}
+    files = []
+    for name, data in payload.items():
+        (root / name).write_bytes(data)
+        files.append({"key": name, "checksum": "md5:" + hashlib.md5(data).hexdigest()})
+    (root / "records").mkdir()
+    (root / "records" / "5904188").write_text(json.dumps({"files": files}))
+    monkeypatch.setenv("CALOFORGE_ZENODO_API", url)
+    listed = fetch_mod.zenodo_files("5904188", "calogan")
+    assert [r.name for r in listed] == ["eplus.hdf5", "gamma.hdf5"]
+    assert listed[0].url == "https://zenodo.org/records/5904188/files/eplus.hdf5?download=1"
+    paths = fetch_dataset("caloflow-calogan", tmp_path / "d", progress=False, base_url=url)
+    assert [p.read_bytes() for p in paths] == list(payload.values())
+    # a file changed on disk is caught against the published MD5
+    paths[0].write_bytes(b"tampered")
+    with pytest.raises(CaloforgeError, match="checksum does not match"):
+        fetch_dataset("caloflow-calogan", tmp_path / "d", progress=False, base_url=url)
+
+
+def test_zenodo_listing_offline_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("CALOFORGE_ZENODO_API", "http://127.0.0.1:9")
+    with pytest.raises(CaloforgeError, match="offline"):
+        fetch_mod.zenodo_files("5904188", timeout=2)
+
+
+def test_data_list_says_how_each_file_is_verified(capsys):
+    from cli_helpers import run_cli
+
+    code, out, err = run_cli(["data", "list"], capsys)
+    assert code == 0, err
+    assert "caloflow-calogan" in out and "10.5281/zenodo.5904188" in out
+    assert "dataset_2_1.hdf5  [calochallenge_ds2; MD5 published]" in out
+    assert "CaloGAN.zip  [calogan; no published checksum found" in out

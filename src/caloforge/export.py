@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from caloforge._version import __version__
+from caloforge.data.atomic import atomic_output, check_output_path
 from caloforge.errors import CaloforgeError, require_extra
 from caloforge.models.base import GenerativeModel
 
@@ -162,16 +162,20 @@ def _contract(model: GenerativeModel, opset: int, parity: dict | None) -> dict:
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence the exporter's progress prints, warnings and log lines (it talks a lot)."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Silence the exporter's progress prints, warnings and log lines (it talks a lot; its
+    opset conversion logs a traceback when it fails, which :func:`export_onnx` reports in
+    one line instead)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _umask() -> int:
@@ -180,50 +184,89 @@ def _umask() -> int:
     return mask
 
 
+def _written_opset(proto) -> int:
+    """The default-domain (``ai.onnx``) opset a model proto declares."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise CaloforgeError("the exported graph declares no ONNX opset")
+
+
+def _parity(model: GenerativeModel, path: Path, opset: int) -> dict:
+    """:func:`check_parity`, with an onnxruntime that cannot load the opset as one line."""
+    try:
+        return check_parity(model, path)
+    except CaloforgeError:
+        raise
+    except Exception as err:
+        if not type(err).__module__.startswith("onnxruntime"):
+            raise
+        ort = require_extra("onnxruntime", "onnx")
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CaloforgeError(f"onnxruntime {ort.__version__} cannot run the opset-{opset} "
+                             f"export ({first}); export with a lower --opset, e.g. "
+                             f"{OPSET}") from None
+
+
 def export_onnx(model: GenerativeModel, path: str | Path, *, opset: int = OPSET,
                 check: bool = True) -> dict:
     """Export ``model.decode`` to ONNX at ``path`` and write the contract file beside it.
 
     The file is written to a temporary name and renamed, so a failed export leaves no
     half file. With ``check`` the ONNX file is run with onnxruntime against PyTorch
-    (:func:`check_parity`) and an export that disagrees raises.
+    (:func:`check_parity`) and an export that disagrees raises. The contract states the
+    opset the file declares; an opset the exporter cannot write is refused.
 
     Args:
         model: a trained model (see :func:`caloforge.train.load_run`) with a latent space.
         path: the ``.onnx`` file to write.
-        opset: ONNX opset version.
+        opset: ONNX opset version (the installed torch exporter writes 18 and newer).
         check: run the parity check.
 
     Returns:
         The contract (also written to :func:`contract_path`).
 
     Raises:
-        CaloforgeError: a missing ``onnx`` extra, a model that cannot be exported
-            (:meth:`~caloforge.models.base.GenerativeModel.export_problem`), or an export that
-            fails the parity check.
+        CaloforgeError: a model that cannot be exported
+            (:meth:`~caloforge.models.base.GenerativeModel.export_problem`); an opset the
+            exporter does not write or onnxruntime cannot run; a failed parity check; an
+            output that is a folder, below a file, or an input of the running command (the
+            checkpoint).
     """
-    require_extra("onnx", "onnx")
-    require_extra("onnxscript", "onnx")
     problem = model.export_problem()
     if problem is not None:
         raise CaloforgeError(problem)
+    require_extra("onnxscript", "onnx")
+    onnx = require_extra("onnx", "onnx")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise CaloforgeError(f"opset {opset} is newer than the installed onnx "
+                             f"{onnx.__version__} knows (up to {newest}); use --opset "
+                             f"{min(OPSET, newest)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    cpath = contract_path(path)
+    check_output_path(cpath)
     model = model.cpu().eval()
     latent, conditions = _draw_inputs(model, 4, seed=0)
     batch = torch.export.Dim("batch", min=1, max=2**20)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         with torch.no_grad(), _quiet():
             program = torch.onnx.export(
                 _Decoder(model).eval(), (latent, conditions), dynamo=True, opset_version=opset,
                 input_names=["latent", "conditions"], output_names=["showers"],
                 dynamic_shapes=({0: batch}, {0: batch}), verbose=False,
             )
+        # The exporter writes its own opset and converts down where it can; where it cannot
+        # it keeps its own, with a warning. The file's opset is the one that counts.
+        written = _written_opset(program.model_proto)
+        if written != opset:
+            raise CaloforgeError(
+                f"this exporter (torch {torch.__version__}) cannot write opset {opset}: it "
+                f"wrote opset {written}; use --opset {written}"
+            )
         # weights inside the one file, so the model travels as a single file
         program.save(tmp, external_data=False)
-        parity = check_parity(model, tmp) if check else None
+        parity = _parity(model, tmp, written) if check else None
         if parity is not None and not parity["passed"]:
             raise CaloforgeError(
                 f"ONNX export disagrees with PyTorch: max |diff| "
@@ -231,13 +274,7 @@ def export_onnx(model: GenerativeModel, path: str | Path, *, opset: int = OPSET,
                 f"{PARITY_RTOL:g} x |value|"
             )
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    contract = _contract(model, opset, parity)
-    cpath = contract_path(path)
-    ctmp = cpath.with_name("." + cpath.name + ".tmp")
-    ctmp.write_text(json.dumps(contract, indent=2) + "\n")
-    os.replace(ctmp, cpath)
+    contract = _contract(model, written, parity)
+    with atomic_output(cpath) as ctmp:
+        ctmp.write_text(json.dumps(contract, indent=2) + "\n")
     return contract

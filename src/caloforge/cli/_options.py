@@ -12,7 +12,10 @@ import click
 
 from caloforge.errors import CaloforgeError
 
-__all__ = ["parse_range", "RangeType", "seed_option"]
+__all__ = ["parse_range", "RangeType", "SeedType", "OutputPath", "seed_option", "SEED_MAX"]
+
+#: the largest seed: every random generator the library seeds (numpy, torch) takes 0..2**32-1
+SEED_MAX = 2**32 - 1
 
 
 def parse_range(text: str, name: str = "range", unit: str = "", low: float | None = None,
@@ -66,7 +69,49 @@ class RangeType(click.ParamType):
         return parse_range(value, label, self.unit, self.low, self.high)
 
 
-def seed_option(default: int = 0):
-    """``--seed``: the random seed (same seed, same result)."""
-    return click.option("--seed", type=int, default=default, show_default=True,
+class SeedType(click.ParamType):
+    """A click type for ``--seed``: a whole number from 0 to :data:`SEED_MAX`; anything else
+    is a :class:`CaloforgeError` (one line)."""
+
+    name = "SEED"
+
+    def convert(self, value, param, ctx):
+        if value is None:
+            return None
+        if isinstance(value, int):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                number = None
+        if not isinstance(number, int) or not 0 <= number <= SEED_MAX:
+            raise CaloforgeError(f"--seed: expected a whole number from 0 to {SEED_MAX}, got "
+                                 f"{value!r}")
+        return number
+
+
+class OutputPath(click.Path):
+    """A click path for an output (``kind`` ``"file"`` or ``"folder"``): refused in one line
+    when it cannot be written as one (a folder for a file, a path below a file, an existing
+    file for a folder); see :func:`caloforge.data.atomic.check_output_path`."""
+
+    def __init__(self, kind: str = "file"):
+        super().__init__(dir_okay=kind == "folder", file_okay=kind == "file")
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        from caloforge.data.atomic import check_output_path
+
+        label = f"--{param.name}" if param is not None and param.name else "output"
+        try:
+            check_output_path(value, self.kind)
+        except CaloforgeError as err:
+            raise CaloforgeError(f"{label}: {err}") from None
+        return super().convert(value, param, ctx)
+
+
+def seed_option(default: int | None = 0):
+    """``--seed``: the random seed (same seed, same result), 0 to :data:`SEED_MAX`."""
+    return click.option("--seed", type=SeedType(), default=default, show_default=True,
                         help="Random seed; the same seed gives the same output.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from caloforge.cli._options import OutputPath
+
 
 @click.group()
 def data() -> None:
@@ -14,19 +16,16 @@ def data() -> None:
 @data.command("list")
 def list_() -> None:
     """Show the known data sets and their files."""
-    from caloforge.data.fetch import DATASETS
+    from caloforge.data.fetch import describe_datasets
 
-    for name, (description, files) in DATASETS.items():
-        click.echo(f"{name}: {description}")
-        for remote in files:
-            check = "sha256 published" if remote.sha256 else "no published checksum"
-            click.echo(f"    {remote.name}  [{remote.geometry}; {check}]")
+    for line in describe_datasets():
+        click.echo(line)
 
 
 @data.command()
 @click.argument("name")
 @click.option("-o", "--output", "directory", default=".", show_default=True,
-              type=click.Path(file_okay=False), help="Directory to put the files in.")
+              type=OutputPath("folder"), help="Directory to put the files in.")
 @click.option("--mirror", default=None,
               help="Base URL of a mirror holding the same file names "
               "(or set CALOFORGE_DATA_MIRROR).")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from caloforge.cli._options import OutputPath, SeedType
+
 
 def _inputs(ctx, param, value: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in value.split(",") if k.strip())
@@ -20,7 +22,7 @@ def _inputs(ctx, param, value: str) -> tuple[str, ...]:
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("generated", type=click.Path(dir_okay=False))
 @click.option("-o", "--outdir", default="evaluation", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for metrics, report and plots.")
+              type=OutputPath("folder"), help="Folder for metrics, report and plots.")
 @click.option("--classifier-inputs", default="low,normed,high", show_default=True,
               callback=_inputs, help="Classifier inputs, comma-separated.")
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1),
@@ -28,7 +30,7 @@ def _inputs(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--max-showers", default=None, type=click.IntRange(2),
               help="Use at most N showers of each file.")
 @click.option("--no-classifier", is_flag=True, help="Skip the classifier test.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--seed", default=0, show_default=True, type=SeedType(), help="Random seed.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Device of the classifier.")
 @click.option("--epochs", default=50, show_default=True, type=click.IntRange(1),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from caloforge.cli._options import RangeType, seed_option
+from caloforge.cli._options import OutputPath, RangeType, seed_option
 
 
 @click.command()
@@ -23,7 +23,7 @@ from caloforge.cli._options import RangeType, seed_option
               show_default=True, help="Half-width of the latent scan (standard deviations).")
 @seed_option(0)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", default=None, type=OutputPath(),
               help="Figure file. [default: RUNDIR/scan_<vary>.png; for a pretrained "
               "model NAME_scan_<vary>.png here]")
 def scan(rundir, vary, n, energy, direction, span, seed, device, output) -> None:

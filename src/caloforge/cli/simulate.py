@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from caloforge.cli._options import RangeType, seed_option
+from caloforge.cli._options import OutputPath, RangeType, seed_option
 
 
 @click.command()
@@ -21,7 +21,7 @@ from caloforge.cli._options import RangeType, seed_option
               help="Polar angle range LO:HI in degrees (90 = perpendicular incidence), "
               "for geometries with an angle (clic51). [default: 60:120]")
 @seed_option(1)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(),
               help="Output HDF5 file (the geometry's format: CaloGAN, CaloChallenge or "
               "3DGAN).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=10_000, show_default=True,
@@ -48,7 +48,14 @@ def simulate(geometry: str, particle: str, n: int, energy, angle, seed: int, out
     import time
 
     from caloforge.errors import CaloforgeError
+    from caloforge.geometry import GEOMETRIES, get_geometry
     from caloforge.simulate import simulate_to_file
+
+    if not get_geometry(geometry).particles:
+        can = ", ".join(f"{g.name} ({'/'.join(g.particles)})" for g in GEOMETRIES.values()
+                        if g.particles)
+        raise CaloforgeError(f"geometry {geometry!r} cannot be simulated (no reference "
+                             f"simulator for its layout); geometries that can: {can}")
 
     if engine == "geant4" and importlib.util.find_spec("caloforge.simulate.geant4") is None:
         raise CaloforgeError(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from caloforge.cli._options import seed_option
+from caloforge.cli._options import OutputPath, seed_option
 
 
 @click.command()
 @click.argument("model")
 @click.option("--data", "-d", type=click.Path(dir_okay=False), default=None,
               help="Training showers (HDF5). Optional with --resume (the run remembers it).")
-@click.option("--out", "-o", "rundir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "-o", "rundir", required=True, type=OutputPath("folder"),
               help="Run directory: checkpoint.pt, log.jsonl, tensorboard/.")
 @click.option("--config", "-c", type=click.Path(dir_okay=False), default=None,
               help="YAML run config with 'train' and 'model' sections (see configs/).")

@@ -7,17 +7,22 @@
 - ``3dgan``: ``ECAL`` (N,51,51,25) in GeV with depth last, ``energy`` (N,) in GeV and
   ``theta`` (N,) in radians (the public 3DGAN variable-angle files; ``mtheta`` in radians
   or the pseudorapidity ``eta`` are read when ``theta`` is absent; no angle at all means
-  the fixed 90-degree data sets).
+  the fixed 90-degree data sets). Files of generated showers as the 3DGAN code writes them
+  have ``Target`` (GeV) instead of ``energy`` and ``Angle`` (radians) instead of ``theta``.
+
+Every reader goes through :mod:`caloforge.data.validate` (dataset kinds, shapes, lengths,
+values and units, corrupt chunks named).
 
 Our files add attributes: ``geometry``, ``particle``, ``generator`` (``"parametric"``, a
 model name or ``"geant4"``), ``caloforge_version`` and ``seed``. Writing is chunked
-(resizable datasets) and atomic (a temporary file renamed on success).
+(resizable datasets) and atomic (:mod:`caloforge.data.atomic`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +30,11 @@ import h5py
 import numpy as np
 
 from caloforge._version import __version__
+from caloforge.data.atomic import atomic_output, record_input
 from caloforge.data.showers import ShowerSet, concatenate
+from caloforge.data.validate import Layout, file_layout, read_block
 from caloforge.errors import CaloforgeError
-from caloforge.geometry import GEOMETRIES, Geometry, get_geometry, register_geometry
+from caloforge.geometry import Geometry, get_geometry
 
 __all__ = [
     "read_showers",
@@ -38,13 +45,16 @@ __all__ = [
     "FileInfo",
 ]
 
-_CALOGAN_KEYS = ("layer_0", "layer_1", "layer_2", "energy")
 _GEV = 1000.0  # MeV per GeV
+# Showers whose values file_info checks up front (bounded to about 16 MB of cells), so that
+# a file with bad values or units is refused before a command creates its outputs.
+_HEAD_CELLS = 1 << 22
 
 
 class FileInfo(dict):
-    """What :func:`file_info` learns from a file's header: ``geometry``, ``format``,
-    ``n`` and the attributes (``particle``, ``generator``, ...)."""
+    """What :func:`file_info` learns from a file: ``geometry``, ``format``, ``n``,
+    ``has_overflow`` (whether the file stores an ``overflow`` dataset) and the attributes
+    (``meta``: ``particle``, ``generator``, ...)."""
 
     @property
     def geometry(self) -> Geometry:
@@ -55,63 +65,35 @@ class FileInfo(dict):
         return self["n"]
 
 
-def _open(path: str | Path) -> h5py.File:
+@contextlib.contextmanager
+def _open(path: str | Path) -> Iterator[tuple[h5py.File, Layout, dict]]:
+    """Open a shower file, check its layout (:func:`~caloforge.data.validate.file_layout`)
+    and record it as an input of the running command."""
     path = Path(path)
     if not path.exists():
         raise CaloforgeError(f"file not found: {path}")
+    if path.is_dir():
+        raise CaloforgeError(f"{path} is a folder, expected an HDF5 shower file")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as err:
         raise CaloforgeError(f"cannot read {path} as HDF5 (corrupt or not HDF5): {err}") from None
-
-
-def _detect(f: h5py.File, path) -> tuple[str, Geometry]:
-    """Detect format and geometry from a file's datasets and attributes."""
-    name = f.attrs.get("geometry")
-    if isinstance(name, bytes):
-        name = name.decode()
-    if name and name not in GEOMETRIES and "geometry_json" in f.attrs:
-        # A geometry defined at run time (e.g. from a binning XML): the file carries it.
-        register_geometry(Geometry.from_dict(json.loads(f.attrs["geometry_json"])))
-    if all(k in f for k in _CALOGAN_KEYS):
-        fmt = "calogan"
-        geometry = get_geometry(name or "calogan")
-    elif "ECAL" in f:
-        fmt = "3dgan"
-        geometry = get_geometry(name or "clic51")
-    elif "showers" in f and "incident_energies" in f:
-        fmt = "calochallenge"
-        n_voxels = f["showers"].shape[1]
-        if name:
-            geometry = get_geometry(name)
-        else:
-            matches = [g for g in GEOMETRIES.values() if g.n_voxels == n_voxels
-                       and g.file_format == "calochallenge"]
-            if len(matches) != 1:
-                raise CaloforgeError(
-                    f"{path}: cannot tell the geometry of a file with {n_voxels} voxels; "
-                    "pass --geometry"
-                )
-            geometry = matches[0]
-    else:
-        raise CaloforgeError(
-            f"{path}: not a shower file: expected CaloGAN (layer_0..2, energy), "
-            f"CaloChallenge (incident_energies, showers) or 3DGAN (ECAL) datasets, "
-            f"found {sorted(f.keys())}"
-        )
-    if geometry.file_format != fmt:
-        raise CaloforgeError(
-            f"{path}: geometry {geometry.name!r} is stored as {geometry.file_format!r}, "
-            f"but the file is in {fmt!r} layout"
-        )
-    return fmt, geometry
+    record_input(path)
+    with f:
+        try:
+            layout = file_layout(f, path)
+            meta = _attrs(f)
+        except (OSError, RuntimeError) as err:
+            raise CaloforgeError(f"{path}: cannot read the file's structure ({err}); the file "
+                                 "is damaged") from None
+        yield f, layout, meta
 
 
 def _attrs(f: h5py.File) -> dict:
     meta = {}
     for key, value in f.attrs.items():
         if isinstance(value, bytes):
-            value = value.decode()
+            value = value.decode(errors="replace")
         elif isinstance(value, np.generic):
             value = value.item()
         elif isinstance(value, np.ndarray):
@@ -120,77 +102,48 @@ def _attrs(f: h5py.File) -> dict:
     return meta
 
 
-def _count(f: h5py.File, fmt: str) -> int:
-    key = {"calogan": "energy", "calochallenge": "incident_energies", "3dgan": "ECAL"}[fmt]
-    return int(f[key].shape[0])
+def file_info(path: str | Path, check: bool = True) -> FileInfo:
+    """Read a file's header: geometry, format, number of showers and attributes.
 
+    Args:
+        path: a CaloGAN, CaloChallenge or 3DGAN HDF5 file.
+        check: also check the values and units of the first showers (a few thousand at
+            most), so that a bad file is refused before any output is made.
 
-def file_info(path: str | Path) -> FileInfo:
-    """Read a file's header: geometry, format, number of showers and attributes."""
-    with _open(path) as f:
-        fmt, geometry = _detect(f, path)
-        return FileInfo(geometry=geometry, format=fmt, n=_count(f, fmt), meta=_attrs(f))
-
-
-def _read_block(f: h5py.File, fmt: str, geometry: Geometry, start: int, stop: int,
-                meta: dict) -> ShowerSet:
-    if fmt == "calogan":
-        layers = []
-        for i, layer in enumerate(geometry.layers):
-            arr = f[f"layer_{i}"][start:stop]
-            if arr.shape[1:] != layer.shape:
-                raise CaloforgeError(
-                    f"dataset layer_{i} has shape {arr.shape[1:]}, expected {layer.shape}"
-                )
-            layers.append(arr)
-        voxels = geometry.join_layers(layers)
-        energy = f["energy"][start:stop].reshape(-1) * _GEV
-        overflow = f["overflow"][start:stop] if "overflow" in f else None
-        return ShowerSet(geometry, voxels, energy, overflow=overflow, meta=meta)
-    if fmt == "calochallenge":
-        showers = f["showers"][start:stop]
-        if showers.shape[1] != geometry.n_voxels:
-            raise CaloforgeError(
-                f"showers have {showers.shape[1]} voxels, geometry {geometry.name!r} has "
-                f"{geometry.n_voxels}"
-            )
-        energy = f["incident_energies"][start:stop].reshape(-1)
-        angle = f["angle"][start:stop].reshape(-1) if "angle" in f else None
-        return ShowerSet(geometry, showers, energy, angle=angle, meta=meta)
-    # 3dgan: (N, x, y, z) in GeV with depth last; our layers are the z slices.
-    ecal = f["ECAL"][start:stop]
-    expected = (*geometry.layers[0].shape, geometry.n_layers)
-    if ecal.shape[1:] != expected:
-        raise CaloforgeError(f"ECAL has shape {ecal.shape[1:]}, expected {expected}")
-    voxels = np.ascontiguousarray(ecal.transpose(0, 3, 1, 2)).reshape(len(ecal), -1) * _GEV
-    energy = np.asarray(f["energy"][start:stop]).reshape(-1) * _GEV
-    angle = _3dgan_angle_deg(f, start, stop, len(ecal))
-    return ShowerSet(geometry, voxels, energy, angle=angle, meta=meta)
-
-
-def _3dgan_angle_deg(f: h5py.File, start: int, stop: int, n: int) -> np.ndarray:
-    """Polar angle in degrees from a 3DGAN file: ``theta`` (radians, the generated angle),
-    else ``mtheta`` (radians, measured), else ``eta`` (pseudorapidity, converted with
-    ``theta = 2 atan(exp(-eta))``), else 90 degrees (the fixed-angle data sets)."""
-    for key in ("theta", "mtheta"):
-        if key in f:
-            return np.degrees(np.asarray(f[key][start:stop], dtype=np.float64).reshape(-1))
-    if "eta" in f:
-        eta = np.asarray(f["eta"][start:stop], dtype=np.float64).reshape(-1)
-        return np.degrees(2.0 * np.arctan(np.exp(-eta)))
-    return np.full(n, 90.0, dtype=np.float32)
+    Raises:
+        CaloforgeError: a missing, unreadable or malformed file (see
+            :mod:`caloforge.data.validate`).
+    """
+    with _open(path) as (f, layout, meta):
+        if check and layout.n:
+            head = max(1, min(1000, _HEAD_CELLS // max(layout.geometry.n_voxels, 1)))
+            read_block(f, layout, 0, min(head, layout.n), path, meta)
+        return FileInfo(geometry=layout.geometry, format=layout.fmt, n=layout.n,
+                        has_overflow=layout.has_overflow, meta=meta)
 
 
 def iter_showers(path: str | Path, chunk_size: int = 10_000, start: int = 0,
-                 stop: int | None = None) -> Iterator[ShowerSet]:
-    """Stream a shower file in chunks of ``chunk_size`` showers (bounded memory)."""
-    with _open(path) as f:
-        fmt, geometry = _detect(f, path)
-        meta = _attrs(f)
-        n = _count(f, fmt)
-        stop = n if stop is None else min(stop, n)
+                 stop: int | None = None, check: bool = True) -> Iterator[ShowerSet]:
+    """Stream a shower file in chunks of ``chunk_size`` showers (bounded memory).
+
+    Args:
+        path: a CaloGAN, CaloChallenge or 3DGAN HDF5 file.
+        chunk_size: showers per chunk.
+        start, stop: the showers to read (``stop`` ``None``: to the end).
+        check: check values and units chunk by chunk (see
+            :func:`~caloforge.data.validate.read_block`).
+
+    Yields:
+        ShowerSet chunks in MeV.
+
+    Raises:
+        CaloforgeError: a missing, unreadable or malformed file, a corrupt chunk, and with
+            ``check`` bad values or units.
+    """
+    with _open(path) as (f, layout, meta):
+        stop = layout.n if stop is None else min(stop, layout.n)
         for lo in range(start, stop, chunk_size):
-            yield _read_block(f, fmt, geometry, lo, min(lo + chunk_size, stop), meta)
+            yield read_block(f, layout, lo, min(lo + chunk_size, stop), path, meta, check)
 
 
 def read_showers(path: str | Path, n: int | None = None, start: int = 0,
@@ -201,10 +154,14 @@ def read_showers(path: str | Path, n: int | None = None, start: int = 0,
         path: a CaloGAN, CaloChallenge or 3DGAN HDF5 file.
         n: how many showers (all if ``None``).
         start: first shower.
-        check: raise a :class:`CaloforgeError` on NaN, infinite or negative values.
+        check: raise a :class:`CaloforgeError` on NaN, infinite or negative values and on
+            implausible units.
+
+    Raises:
+        CaloforgeError: see :func:`iter_showers`; a file without showers.
     """
     stop = None if n is None else start + n
-    chunks = list(iter_showers(path, chunk_size=100_000, start=start, stop=stop))
+    chunks = list(iter_showers(path, chunk_size=100_000, start=start, stop=stop, check=check))
     if not chunks:
         raise CaloforgeError(f"{path}: file holds no showers")
     showers = concatenate(chunks)
@@ -216,9 +173,10 @@ def read_showers(path: str | Path, n: int | None = None, start: int = 0,
 class ShowerWriter:
     """Append showers to a file in the geometry's format, chunk by chunk, atomically.
 
-    Use as a context manager: data go to ``PATH.tmp-<pid>`` and are renamed to ``PATH``
-    only when the block exits without an exception, so a killed run never leaves a half
-    file under the final name.
+    Use as a context manager: data go to a temporary file beside ``PATH`` (see
+    :func:`~caloforge.data.atomic.atomic_output`) renamed to ``PATH`` only when the block
+    exits without an exception, so a killed run never leaves a half file under the final
+    name, nor a temporary after an exception, Ctrl-C or SIGTERM.
 
     Args:
         path: output file.
@@ -236,12 +194,20 @@ class ShowerWriter:
         self.compression = compression
         self.n = 0
         self._file: h5py.File | None = None
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._atomic = None
 
     def __enter__(self) -> ShowerWriter:
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self._tmp, "w")
+        self._atomic = atomic_output(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self._file = h5py.File(tmp, "w")
+            self._start()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _start(self) -> None:
         attrs = {"geometry": self.geometry.name, "caloforge_version": __version__,
                  "geometry_json": json.dumps(self.geometry.to_dict()), **self.attrs}
         for key, value in attrs.items():
@@ -249,7 +215,6 @@ class ShowerWriter:
                 continue
             self._file.attrs[key] = value
         self._create()
-        return self
 
     def _dataset(self, name: str, shape: tuple[int, ...], unit: str) -> None:
         # At most ~4 MB per HDF5 chunk: 1024 showers of 51x51x25 would be 266 MB each.
@@ -314,12 +279,12 @@ class ShowerWriter:
         self.n += n
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._file.close()
-        self._file = None
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        atomic, self._atomic = self._atomic, None
+        if atomic is not None:
+            atomic.__exit__(exc_type, exc, tb)
 
 
 def write_showers(path: str | Path, showers: ShowerSet, attrs: dict | None = None,

@@ -58,7 +58,8 @@ def _open(path: str | Path):
     try:
         return uproot.open(path)
     except Exception as err:  # uproot raises many types for a file that is not ROOT
-        raise CaloforgeError(f"cannot read {path} as a ROOT file: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CaloforgeError(f"cannot read {path} as a ROOT file: {first}") from None
 
 
 def _trees(f) -> dict[str, str]:

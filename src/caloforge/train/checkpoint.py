@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from caloforge._version import __version__
+from caloforge.data.atomic import atomic_output, record_input
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import Conditioning, GenerativeModel, get_model_class
@@ -114,15 +115,12 @@ def save_checkpoint(rundir: str | Path, model: GenerativeModel, train_config: Tr
         **(extra or {}),
     }
     final = rundir / CHECKPOINT_NAME
-    tmp = rundir / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # atomic, no temporary left on SIGTERM; a killed writer's is removed by the next save
+    with atomic_output(final, check=False, replace_checkpoint=True) as tmp, \
+            open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     return final
 
 
@@ -134,6 +132,7 @@ def load_checkpoint(rundir: str | Path, map_location: str | torch.device = "cpu"
             a newer caloforge.
     """
     path = checkpoint_path(rundir)
+    record_input(path)  # no output of the running command may replace it
     if not path.exists():
         raise CaloforgeError(
             f"no checkpoint at {path}; train a model first (caloforge train MODEL --data "
@@ -142,7 +141,8 @@ def load_checkpoint(rundir: str | Path, map_location: str | torch.device = "cpu"
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise CaloforgeError(f"cannot read checkpoint {path}: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CaloforgeError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
         raise CaloforgeError(f"{path} is not a caloforge checkpoint")
     if ckpt.get("format_version", 0) > _FORMAT_VERSION:
