@@ -4,6 +4,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+from cli_helpers import run_cli
+
 
 def test_version_is_fast_and_does_not_import_torch():
     start = time.perf_counter()
@@ -23,3 +26,15 @@ def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "caloforge", "--help"],
                          capture_output=True, text=True, check=True)
     assert "simulate" in out.stdout
+
+
+@pytest.mark.parametrize("args", [["simulate", "-n", "abc"], ["nosuch"],
+                                  ["simulate", "--chunk-size", "0"], ["evaluate"]])
+def test_usage_errors_are_one_line(args, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(args, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0]
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

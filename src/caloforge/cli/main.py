@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as err:
+        # one line, like every other error; click's usage block is what --help is for
+        where = err.ctx.command_path if err.ctx is not None else "caloforge"
+        click.echo(f"error: {err.format_message()} (see {where} --help)", err=True)
+        sys.exit(err.exit_code)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
