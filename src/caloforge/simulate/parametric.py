@@ -28,9 +28,11 @@ import numpy as np
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry, get_geometry
+from caloforge.simulate._halo import Halo, flight, halo_deposits
 from caloforge.simulate._materials import LEAD, LIQUID_ARGON, SILICON, TUNGSTEN, Material, mix
 from caloforge.simulate._showers import (
     PHOTON_CONVERSION_X0,
+    PHOTON_TMAX_SHIFT,
     Spots,
     em_showers,
     hadron_showers,
@@ -63,9 +65,15 @@ class Calorimeter:
             of the effective-medium profile to a geometry's full-simulation layer
             fractions (0: GFlash as published).
         depth_spread, depth_uniform, radius_spread: how much broader than the energy the
-            spots are spread (see :func:`._showers.em_showers`); sets the halo's sparsity.
+            spots are spread (see :func:`._showers.em_showers`).
+        max_radius: where the spots' radial profile is cut, in units of its radii.
+        cell_width: relative Landau-like fluctuation of one spot's energy.
+        photon_t_max_shift: added to ``t_max_shift`` for photons, X0 (see
+            :data:`._showers.PHOTON_TMAX_SHIFT`).
         resolution: stochastic term a of the total-deposit fluctuation, ``a / sqrt(E/GeV)``.
+        constant_term: its constant term, added in quadrature.
         loss: mean fraction of the energy escaping backwards (albedo).
+        halo: the soft-photon halo of EM showers (see :mod:`._halo`).
         block_size: showers per random stream (fixes reproducibility; do not change).
     """
 
@@ -81,13 +89,39 @@ class Calorimeter:
     depth_spread: float = 0.6
     depth_uniform: float = 0.1
     radius_spread: float = 1.6
+    max_radius: float = 45.0
+    cell_width: float = 0.6
+    photon_t_max_shift: float = PHOTON_TMAX_SHIFT
     resolution: float = 0.03
     loss: float = 0.008
+    constant_term: float = 0.002
+    halo: Halo = Halo()
     block_size: int = 1000
 
     @property
     def depth(self) -> float:
         return float(self.layer_edges[-1])
+
+    @property
+    def cell_edges(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer, cell edges in mm along rows and columns (grid centred on 0)."""
+        return _cell_edges(self)
+
+
+@cache
+def _cell_edges(cal: Calorimeter) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for layer, (dx, dy) in zip(cal.geometry.layers, cal.cell_mm, strict=True):
+        rows, cols = layer.shape
+        out.append(((np.arange(rows + 1) - rows / 2) * dx, (np.arange(cols + 1) - cols / 2) * dy))
+    return out
+
+
+# The soft-photon halo of electromagnetic showers (see ._halo), calibrated on the
+# occupancy and cell-energy spectrum of Geant4 11.4 (electromagnetic physics, data-free
+# models) showers in the calogan geometry; the flight length scales with each medium's
+# photon attenuation length, so the same halo serves every geometry.
+EM_HALO = Halo(near=0.03, far=0.5, depth=2.0, length_scale=1.1, shape=2.0, mean_mev=0.5)
 
 
 def _calogan(geometry: Geometry) -> Calorimeter:
@@ -97,12 +131,19 @@ def _calogan(geometry: Geometry) -> Calorimeter:
     front = -240.0
     edges = [layer.depth[0] - front for layer in geometry.layers]
     edges.append(geometry.layers[-1].depth[1] - front)
-    # t_max_shift: the effective-medium GFlash profile, 0.35 X0 deeper, gives the
-    # published Geant4 e+ layer fractions of this geometry (0.19 / 0.80 / 0.002).
+    # Calibrated on Geant4 11.4 (electromagnetic physics, data-free models) e+ and photon
+    # showers in this geometry, 1-100 GeV: t_max_shift (the effective-medium GFlash
+    # profile 0.35 X0 deeper) gives the layer fractions 0.196 / 0.802 / 0.0015 of e+;
+    # photon_t_max_shift those of photons; the spots follow the energy closely (the far,
+    # soft deposits are the halo's), with small fluctuations (the core cells of a full
+    # simulation are the sum of many particles); loss and resolution give its deposited
+    # fraction 0.997 and spread 0.1-0.3%.
     return Calorimeter(geometry, medium, tuple(edges),
                        tuple(layer.cell_size for layer in geometry.layers),
-                       spots_per_gev=45.0, t_max_shift=0.35, depth_spread=0.4,
-                       depth_uniform=0.15, radius_spread=3.0)
+                       spots_per_gev=60.0, t_max_shift=0.35, depth_spread=0.8,
+                       depth_uniform=0.0, radius_spread=1.5, max_radius=4.0, cell_width=0.3,
+                       photon_t_max_shift=-0.7, loss=0.001, resolution=0.003,
+                       constant_term=0.0005, halo=EM_HALO)
 
 
 def _atlas89(geometry: Geometry) -> Calorimeter:
@@ -120,7 +161,8 @@ def _atlas89(geometry: Geometry) -> Calorimeter:
         cells.append((layer.cell_size[0] * radius, layer.cell_size[1] * radius))
     middle = cells[2]
     return Calorimeter(geometry, medium, tuple(edges), tuple(cells), centring="cell",
-                       jitter_mm=(middle[0] / 2, middle[1] / 2), spots_per_gev=30.0)
+                       jitter_mm=(middle[0] / 2, middle[1] / 2), spots_per_gev=30.0,
+                       max_radius=4.0, halo=EM_HALO)
 
 
 def _clic51(geometry: Geometry) -> Calorimeter:
@@ -132,7 +174,7 @@ def _clic51(geometry: Geometry) -> Calorimeter:
     return Calorimeter(geometry, medium, tuple(edges),
                        tuple(layer.cell_size for layer in geometry.layers),
                        centring="barycentre", jitter_mm=(2.55, 2.55), spots_per_gev=400.0,
-                       spots_power=0.6, block_size=50)
+                       spots_power=0.6, max_radius=4.0, halo=EM_HALO, block_size=50)
 
 
 _BUILDERS = {"calogan": _calogan, "atlas89": _atlas89, "clic51": _clic51}
@@ -162,17 +204,7 @@ def _bin(cal: Calorimeter, m: int, spots: Spots, angle: np.ndarray | None,
     n_layers, n_voxels = g.n_layers, g.n_voxels
     f32 = np.float32
     k = spots.shower
-    if angle is None:
-        z, a = spots.s, spots.u
-    else:
-        # theta = 90 deg is perpendicular incidence; the axis tilts in the rows-depth plane.
-        th = np.radians(angle).astype(f32)[k]
-        sin, cos = np.sin(th), np.cos(th)
-        z = spots.s * sin - spots.u * cos
-        a = spots.s * cos + spots.u * sin
-    a = a + offset[k, 0]
-    b = spots.v + offset[k, 1]
-    layer = _layer_index(cal, z)
+    layer, a, b = _readout_coordinates(cal, spots, angle, offset)
     # Per-shower bins: the voxels, then one overflow bin per layer, then one bin for
     # deposits outside the readout depth (dead material, leakage), dropped afterwards.
     stride = n_voxels + n_layers + 1
@@ -196,6 +228,23 @@ def _bin(cal: Calorimeter, m: int, spots: Spots, angle: np.ndarray | None,
     sums = np.bincount(flat, weights=spots.energy, minlength=m * stride).reshape(m, stride)
     return (sums[:, :n_voxels].astype(f32),
             sums[:, n_voxels:n_voxels + n_layers].astype(f32))
+
+
+def _readout_coordinates(cal: Calorimeter, spots: Spots, angle: np.ndarray | None,
+                         offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Readout layer (-1 before the first, n_layers after the last) and transverse
+    position (mm, along rows and columns) of every spot."""
+    f32 = np.float32
+    k = spots.shower
+    if angle is None:
+        z, a = spots.s, spots.u
+    else:
+        # theta = 90 deg is perpendicular incidence; the axis tilts in the rows-depth plane.
+        th = np.radians(angle).astype(f32)[k]
+        sin, cos = np.sin(th), np.cos(th)
+        z = spots.s * sin - spots.u * cos
+        a = spots.s * cos + spots.u * sin
+    return _layer_index(cal, z), a + offset[k, 0], spots.v + offset[k, 1]
 
 
 def _layer_index(cal: Calorimeter, z: np.ndarray) -> np.ndarray:
@@ -249,38 +298,86 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
     medium = cal.medium
     e_gev = energy / _GEV
     if particle in ("eplus", "eminus", "gamma"):
+        t_max_shift = cal.t_max_shift
         if particle == "gamma":
             start = rng.exponential(PHOTON_CONVERSION_X0 * medium.radiation_length, m)
+            t_max_shift += cal.photon_t_max_shift
         else:
             start = np.zeros(m)
         deposit = energy * (1.0 - _em_losses(cal, e_gev, rng))
         spots = em_showers(rng, energy, start, medium, cal.spots_per_gev, cal.spots_power,
                            deposit=deposit, depth=cal.depth / _min_sin(angle),
                            depth_spread=cal.depth_spread, depth_uniform=cal.depth_uniform,
-                           radius_spread=cal.radius_spread, t_max_shift=cal.t_max_shift)
+                           radius_spread=cal.radius_spread, t_max_shift=t_max_shift,
+                           halo=cal.halo, max_radius=cal.max_radius,
+                           cell_width=cal.cell_width)
     elif particle in ("piplus", "piminus"):
         spots, _ = hadron_showers(rng, energy, medium, cal.depth / _min_sin(angle),
                                   spots_per_gev=cal.spots_per_gev,
                                   em_spots_per_gev=cal.spots_per_gev,
-                                  spots_power=cal.spots_power)
+                                  spots_power=cal.spots_power, halo=cal.halo)
     else:
         raise CaloforgeError(f"the parametric simulator does not know particle {particle!r}")
     offset = _centre(cal, rng, m, spots, angle)
     voxels, overflow = _bin(cal, m, spots, angle, offset)
+    if spots.halo is not None:
+        h_vox, h_over = _halo(cal, rng, m, spots, angle, offset)
+        # Energy conservation: the halo's Poisson fluctuation comes out of (or goes
+        # into) the rest of the shower, whose total stays what the spots gave.
+        expected = np.bincount(spots.shower, weights=spots.halo, minlength=m)
+        drawn = h_vox.sum(axis=1, dtype=np.float64) + h_over.sum(axis=1, dtype=np.float64)
+        rest = voxels.sum(axis=1, dtype=np.float64) + overflow.sum(axis=1, dtype=np.float64)
+        factor = np.clip(1.0 + (expected - drawn) / np.maximum(rest, 1e-30), 0.0, None)
+        factor = factor.astype(np.float32)[:, None]
+        voxels = voxels * factor + h_vox
+        overflow = overflow * factor + h_over
     g = cal.geometry
     return ShowerSet(g, voxels, energy.astype(np.float32),
                      angle=None if angle is None else angle.astype(np.float32),
                      overflow=overflow if g.has_overflow else None)
 
 
+def _halo(cal: Calorimeter, rng: np.random.Generator, m: int, spots: Spots,
+          angle: np.ndarray | None, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels ``(m, n_voxels)`` and overflow ``(m, n_layers)`` (MeV) of the soft-photon
+    halo of the energy ``spots.halo`` that the spots handed to it (see :mod:`._halo`)."""
+    halo, n_layers = cal.halo, cal.geometry.n_layers
+    k = spots.shower
+    ds, du, dv = flight(rng, len(k), halo.length_scale * cal.medium.photon_length)
+    # Photons flying out of the front or back face are folded back in: in a full
+    # simulation little of the shower escapes (the albedo is a fraction of a percent).
+    depth = np.float32(cal.depth / _min_sin(angle))
+    s = np.abs(spots.s + ds)
+    s = np.where(s > depth, np.float32(2.0) * depth - s, s)
+    sources = Spots(k, s, spots.u + du, spots.v + dv, spots.halo)
+    layer, a, b = _readout_coordinates(cal, sources, angle, offset)
+    inside = (layer >= 0) & (layer < n_layers)
+    key = k.astype(np.int64) * n_layers + np.where(inside, layer, 0)
+    w = np.where(inside, spots.halo, np.float32(0.0)).astype(np.float64)
+    size = m * n_layers
+
+    def per_layer(values):
+        return np.bincount(key, weights=values, minlength=size).reshape(m, n_layers)
+
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    energy = per_layer(w)  # MeV the halo carries into each layer
+    norm = np.maximum(energy, 1e-30)
+    centre = np.stack([per_layer(w * a64) / norm, per_layer(w * b64) / norm], axis=2)
+    second = np.stack([per_layer(w * a64 * a64) / norm, per_layer(w * b64 * b64) / norm],
+                      axis=2)
+    spread = np.sqrt(np.maximum(second - centre**2, 0.0) + halo.core_mm**2)
+    photons = energy / halo.mean_mev
+    return halo_deposits(rng, halo, photons, centre, spread, cal.cell_edges)
+
+
 def _em_losses(cal: Calorimeter, e_gev: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Fraction of an EM shower's energy that is not deposited (albedo, escaping soft
     photons), ``(m,)``: never negative, so the deposit never exceeds the incident energy.
 
-    Gamma-distributed with standard deviation ``resolution / sqrt(E/GeV)`` (+) 0.2%
+    Gamma-distributed with standard deviation ``resolution / sqrt(E/GeV)`` (+) ``constant_term``
     (the stochastic term of the total deposit) and mean ``loss`` plus half of that.
     """
-    sigma = np.hypot(cal.resolution / np.sqrt(e_gev), 0.002)
+    sigma = np.hypot(cal.resolution / np.sqrt(e_gev), cal.constant_term)
     mean = cal.loss + 0.5 * sigma
     shape = (mean / sigma) ** 2
     return np.minimum(rng.gamma(shape, sigma**2 / mean), 1.0)
