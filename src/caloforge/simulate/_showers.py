@@ -55,6 +55,10 @@ class Spots:
     v: np.ndarray  # mm, transverse, perpendicular to it
     energy: np.ndarray  # MeV
     halo: np.ndarray | None = None  # MeV handed to the soft-photon halo (see ._halo)
+    # Longitudinal profiles of the EM showers among the spots (for the halo): arrays
+    # "shower", "start" (mm), "alpha", "beta" (1/X0), "tau_scale" (1/X0), "energy" (MeV),
+    # one per shower.
+    profiles: dict | None = None
 
     @staticmethod
     def join(parts: list[Spots]) -> Spots:
@@ -63,6 +67,9 @@ class Spots:
         if any(p.halo is not None for p in parts):
             joined.halo = np.concatenate([np.zeros_like(p.energy) if p.halo is None else p.halo
                                           for p in parts])
+        profiles = [p.profiles for p in parts if p.profiles is not None]
+        if profiles:
+            joined.profiles = {k: np.concatenate([q[k] for q in profiles]) for k in profiles[0]}
         return joined
 
 
@@ -109,7 +116,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
                shower: np.ndarray | None = None, depth: float = np.inf,
                depth_spread: float = 0.6, depth_uniform: float = 0.0,
                radius_spread: float = 1.6, t_max_shift: float = 0.0,
-               halo: Halo | None = None, max_radius: float = 45.0) -> Spots:
+               halo: Halo | None = None, max_radius: float = 45.0,
+               fluctuation: float = 1.0, radial_power: float = 0.0) -> Spots:
     """Spots of electromagnetic showers (GFlash, homogeneous effective medium).
 
     Args:
@@ -133,6 +141,10 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
         max_radius: largest spot radius in units of its (stretched) core or tail radius:
             the 1 / r^4 tail of the GFlash profile is cut there (beyond it, a full
             simulation's energy is carried by the soft-photon halo).
+        fluctuation: scales GFlash's shower-to-shower spreads of ln T and ln alpha (1: as
+            published for homogeneous media; a calibration for a given calorimeter).
+        radial_power: radii scaled by ``(E / 10 GeV)^-radial_power`` (0: GFlash as
+            published; a calibration of the energy dependence of the lateral width).
         halo: if given, each spot hands the share :func:`._halo.halo_fraction` of its
             energy (at its relative depth) to the soft-photon halo: ``Spots.halo``.
     """
@@ -148,8 +160,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     mean_ln_a = np.log(0.81 + (0.458 + 2.26 / z) * ln_y)
     # The fitted fluctuations blow up below ~1 GeV (ln y < 4.5), outside the fit's range:
     # hold them at their values there.
-    sig_ln_t = 1.0 / np.maximum(-1.4 + 1.26 * ln_y, 4.27)
-    sig_ln_a = 1.0 / np.maximum(-0.58 + 0.86 * ln_y, 3.29)
+    sig_ln_t = fluctuation / np.maximum(-1.4 + 1.26 * ln_y, 4.27)
+    sig_ln_a = fluctuation / np.maximum(-0.58 + 0.86 * ln_y, 3.29)
     rho = np.clip(0.705 - 0.023 * ln_y, 0.0, 1.0)
     g1, g2 = rng.standard_normal((2, m))
     c1, c2 = np.sqrt((1 + rho) / 2), np.sqrt((1 - rho) / 2)
@@ -231,6 +243,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     ratio = u2 / (f32(1.0) - u2)  # (r / (spread R))^2
     w_rad = (w2 * (ratio + f32(1.0)) / (w2 * ratio + f32(1.0))) ** 2 / w2
     r = radius * np.sqrt(ratio) * f32(radius_spread * medium.moliere_radius)
+    if radial_power:
+        r *= ((e_gev / 10.0) ** -radial_power).astype(f32)[idx]
     phi = rng.random(n, dtype=f32) * f32(2 * np.pi)
 
     weight = w_long * w_rad * landau_factor(rng, n, cell_width)
@@ -240,6 +254,9 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     if halo is not None and halo.enabled:
         spots.halo = energy_spot * halo_fraction(halo, tau)
         spots.energy = energy_spot - spots.halo
+        spots.profiles = {"shower": shower, "start": np.asarray(start, dtype=np.float64),
+                          "alpha": alpha, "beta": beta, "tau_scale": tau_scale,
+                          "energy": np.asarray(energy, dtype=np.float64)}
     return spots
 
 
