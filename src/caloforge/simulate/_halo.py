@@ -43,6 +43,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -180,6 +181,26 @@ def compound_poisson(rng: np.random.Generator, halo: Halo, mean_photons: np.ndar
     energy = np.zeros(mean_photons.shape, dtype=np.float32)
     hit = np.flatnonzero(counts)
     if len(hit):
-        theta = (np.asarray(mean_mev, dtype=np.float64) / halo.shape)[hit // counts.shape[1]]
-        energy.flat[hit] = rng.standard_gamma(counts.flat[hit] * halo.shape) * theta
+        theta = (np.asarray(mean_mev, dtype=np.float32) / np.float32(halo.shape))
+        k = counts.flat[hit]
+        # Few photons (most cells): quantile tables of Gamma(k a), by look-up (fast).
+        table = _gamma_quantiles(halo.shape)
+        few = k <= len(table)
+        u = (rng.random(len(hit), dtype=np.float32) * np.float32(table.shape[1])).astype(np.int32)
+        sums = np.empty(len(hit), dtype=np.float32)
+        sums[few] = table[k[few] - 1, np.minimum(u[few], table.shape[1] - 1)]
+        many = ~few
+        if np.any(many):
+            sums[many] = rng.standard_gamma(k[many] * halo.shape)
+        energy.flat[hit] = sums * theta[hit // counts.shape[1]]
     return energy
+
+
+@cache
+def _gamma_quantiles(shape: float, most: int = 8, size: int = 2048) -> np.ndarray:
+    """``(most, size)`` float32: quantiles at ``(i + 0.5) / size`` of Gamma(k shape, 1),
+    k = 1..most."""
+    from scipy.special import gammaincinv
+
+    q = (np.arange(size) + 0.5) / size
+    return np.stack([gammaincinv(k * shape, q) for k in range(1, most + 1)]).astype(np.float32)

@@ -219,11 +219,14 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     t[:n_gamma] *= (1.0 / b_g).astype(f32)[idx_g]
     t[n_gamma:] = rng.random(n - n_gamma, dtype=f32) * reach.astype(f32)[idx_u]
     np.maximum(t, f32(1e-3), out=t)
-    ln_t = np.log(t)
-    log_f = per["log_norm_f"] + per["am1"] * ln_t - per["beta"] * t
-    proposal = (np.exp(per["log_norm_g"] + per["agm1"] * ln_t - per["b_g"] * t)
-                + per["uniform_density"])
-    w_long = np.exp(log_f) / proposal
+    if depth_spread == 1.0 and n_gamma == n:
+        w_long = f32(1.0)  # the spots follow the energy profile itself
+    else:
+        ln_t = np.log(t)
+        log_f = per["log_norm_f"] + per["am1"] * ln_t - per["beta"] * t
+        proposal = (np.exp(per["log_norm_g"] + per["agm1"] * ln_t - per["b_g"] * t)
+                    + per["uniform_density"])
+        w_long = np.exp(log_f) / proposal
 
     tau = t * per["tau_scale"]
     x = tau - f32(0.645)
@@ -241,7 +244,10 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     u_max = max_radius**2 / (1.0 + max_radius**2)
     u2 = rng.random(n, dtype=f32) * f32(u_max)
     ratio = u2 / (f32(1.0) - u2)  # (r / (spread R))^2
-    w_rad = (w2 * (ratio + f32(1.0)) / (w2 * ratio + f32(1.0))) ** 2 / w2
+    if radius_spread == 1.0:
+        w_rad = f32(1.0)
+    else:
+        w_rad = (w2 * (ratio + f32(1.0)) / (w2 * ratio + f32(1.0))) ** 2 / w2
     r = radius * np.sqrt(ratio) * f32(radius_spread * medium.moliere_radius)
     if radial_power:
         r *= ((e_gev / 10.0) ** -radial_power).astype(f32)[idx]

@@ -159,7 +159,7 @@ def _calogan(geometry: Geometry) -> Calorimeter:
     # fraction 0.997 and spread 0.1-0.3%.
     return Calorimeter(geometry, medium, tuple(edges),
                        tuple(layer.cell_size for layer in geometry.layers),
-                       spots_per_gev=60.0, t_max_shift=0.2, depth_spread=0.8,
+                       spots_per_gev=50.0, t_max_shift=0.2, depth_spread=0.8,
                        depth_uniform=0.0, radius_spread=1.5, max_radius=5.0, cell_width=0.3,
                        photon_t_max_shift=-0.4, loss=0.0, resolution=0.003,
                        constant_term=0.0005, fluctuation=0.85, halo=EM_HALO)
@@ -374,7 +374,7 @@ def _halo(cal: Calorimeter, rng: np.random.Generator, m: int, spots: Spots,
     prof = spots.profiles
     total = np.bincount(spots.shower, weights=spots.halo, minlength=m)
     k = prof["shower"]
-    n_grid = 48
+    n_grid = 32
     x0 = cal.medium.radiation_length
     sin = np.ones(len(k)) if angle is None else np.sin(np.radians(angle[k]))
     cos = np.zeros(len(k)) if angle is None else np.cos(np.radians(angle[k]))
