@@ -112,8 +112,12 @@ def test_relative_spread_of_deposit_falls_with_energy(fixed_energies):
     for e in (4.0, 16.0, 64.0):
         r = _response(fixed_energies["eplus", e])
         spread.append(r.std() / r.mean())
-    assert spread[0] > 1.2 * spread[1] > 1.2 * 1.1 * spread[2]
-    assert spread[0] < 0.05  # a full-absorption calorimeter: percent level
+    # The stochastic term falls with energy; above ~20 GeV the fluctuating leakage out of
+    # the back holds the spread at ~0.1% (as in the Geant4 reference: 0.0009 at 10-30 GeV,
+    # 0.0011 at 30-100 GeV).
+    assert spread[0] > 1.2 * spread[1]
+    assert spread[2] < 1.5 * spread[1]
+    assert spread[0] < 0.01  # a full-absorption calorimeter: below the percent level
 
 
 def test_shower_to_shower_fluctuations_are_correlated_not_noise(fixed_energies):
@@ -145,7 +149,9 @@ def test_lateral_width_grows_with_depth_clic51():
     e = profile.sum(axis=2)
     mean = (profile * y).sum(axis=2) / e
     width = np.sqrt((profile * y**2).sum(axis=2) / e - mean**2).mean(axis=0)
-    deep = width[[4, 8, 12, 16, 20, 24]]
+    # From the maximum on (in the first few X0 the energy-weighted width is set by the
+    # soft photons coming back from the maximum, not by the narrow core).
+    deep = width[[8, 12, 16, 20, 24]]
     assert np.all(np.diff(deep) > 0), deep
 
 
@@ -279,24 +285,31 @@ def test_atlas89_photon_cluster_is_centred():
     assert 0.85 < _response(showers).mean() < 1.0  # dead material and cluster leakage
 
 
-def test_spot_sampling_changes_sparsity_not_the_mean_shower():
-    """The spots' proposal (broader than the energy, importance-weighted) must leave the
-    average shower unchanged: same layer fractions and lateral containment."""
+def test_spot_sampling_and_halo_change_sparsity_not_the_mean_shower():
+    """The spots' proposal (importance-weighted) and the soft-photon halo must leave the
+    average shower nearly unchanged (layer fractions, lateral containment); the halo is
+    what makes the many small deposits far from the core."""
     import dataclasses
 
+    from caloforge.simulate._halo import Halo
     from caloforge.simulate.parametric import simulate_block
 
     base = calorimeter("calogan")
     plain = dataclasses.replace(base, depth_spread=1.0, depth_uniform=0.0, radius_spread=1.0)
+    bare = dataclasses.replace(base, halo=Halo())
     energy = np.full(3000, 30_000.0)
     results = []
-    for cal in (base, plain):
+    for cal in (base, plain, bare):
         showers = simulate_block(cal, "eplus", energy, None, np.random.default_rng(1))
         layer1 = showers.layers[1].astype(np.float64)
         core = layer1[:, 5:7, 5:7].sum(axis=(1, 2)) / layer1.sum(axis=(1, 2))
         nonzero = (showers.voxels > 0).mean()
         results.append((_fractions(showers).mean(axis=0), core.mean(), nonzero))
-    (f_a, core_a, nz_a), (f_b, core_b, nz_b) = results
+    (f_a, core_a, nz_a), (f_b, core_b, nz_b), (f_c, core_c, nz_c) = results
     np.testing.assert_allclose(f_a[:2], f_b[:2], atol=0.006)
+    np.testing.assert_allclose(f_a[:2], f_c[:2], atol=0.006)
     assert abs(core_a - core_b) < 0.01
-    assert nz_a > 1.3 * nz_b  # but the broad proposal makes the halo's many small deposits
+    # The halo takes a few percent out of the core (Geant4 reference, 20-40 GeV e+: 0.884
+    # of layer 1 in the central 2 x 2 cells; the parametric showers 0.875, 0.92 without).
+    assert 0.01 < core_c - core_a < 0.08
+    assert nz_a > 2 * nz_c

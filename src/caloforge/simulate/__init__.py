@@ -54,7 +54,9 @@ def simulate(geometry: Geometry | str, particle: str, n: int,
         engine: ``"parametric"`` (default, embedded) or ``"geant4"`` (needs geant4-pybind).
 
     Yields:
-        ShowerSet chunks in MeV, with ``meta`` holding particle, generator and seed.
+        ShowerSet chunks in MeV, with ``meta`` holding particle, generator, seed and, for
+        the parametric engine, ``generator_version`` (its calibration, e.g.
+        ``"parametric-2"``; written to files as an attribute).
     """
     geometry = get_geometry(geometry)
     if particle not in geometry.particles:
@@ -84,6 +86,10 @@ def simulate(geometry: Geometry | str, particle: str, n: int,
     else:
         raise CaloforgeError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     meta = {"particle": particle, "generator": engine, "seed": int(seed)}
+    if engine == "parametric":
+        from caloforge.simulate.parametric import SIMULATOR_VERSION
+
+        meta["generator_version"] = SIMULATOR_VERSION
     for chunk in simulate_chunks(geometry, particle, n, energy_range, angle_range, seed,
                                  chunk_size):
         chunk.meta.update(meta)

@@ -28,13 +28,21 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
+from caloforge.simulate._halo import Halo, halo_fraction
 from caloforge.simulate._materials import Material
 
-__all__ = ["Spots", "em_showers", "hadron_showers", "mip_tracks", "landau_factor"]
+__all__ = ["PHOTON_CONVERSION_X0", "PHOTON_TMAX_SHIFT", "Spots", "em_showers", "hadron_showers",
+           "mip_tracks", "landau_factor"]
 
 _GEV = 1000.0
-# Mean depth (X0) of the first pair conversion of a photon: 9/7 X0.
+# Mean depth (X0) of the first pair conversion of a photon: 9/7 X0 (the high-energy pair
+# production cross section 7 / (9 X0), PDG "Passage of particles through matter", 34.4.5).
 PHOTON_CONVERSION_X0 = 9.0 / 7.0
+# Shift of the shower maximum (X0) of the pair after the conversion, relative to an
+# electron of the full energy: a photon shower peaks 1.0 X0 deeper than an electron one
+# (t_max = ln(E / E_c) + C, C = -0.5 for electrons, +0.5 for photons, PDG eq. 34.35), of
+# which the conversion depth already gives 9/7 X0 on average.
+PHOTON_TMAX_SHIFT = 1.0 - PHOTON_CONVERSION_X0
 
 
 @dataclass
@@ -46,11 +54,23 @@ class Spots:
     u: np.ndarray  # mm, transverse, in the plane of the incidence angle
     v: np.ndarray  # mm, transverse, perpendicular to it
     energy: np.ndarray  # MeV
+    halo: np.ndarray | None = None  # MeV handed to the soft-photon halo (see ._halo)
+    # Longitudinal profiles of the EM showers among the spots (for the halo): arrays
+    # "shower", "start" (mm), "alpha", "beta" (1/X0), "tau_scale" (1/X0), "energy" (MeV),
+    # one per shower.
+    profiles: dict | None = None
 
     @staticmethod
     def join(parts: list[Spots]) -> Spots:
-        return Spots(*(np.concatenate([getattr(p, k) for p in parts])
-                       for k in ("shower", "s", "u", "v", "energy")))
+        joined = Spots(*(np.concatenate([getattr(p, k) for p in parts])
+                         for k in ("shower", "s", "u", "v", "energy")))
+        if any(p.halo is not None for p in parts):
+            joined.halo = np.concatenate([np.zeros_like(p.energy) if p.halo is None else p.halo
+                                          for p in parts])
+        profiles = [p.profiles for p in parts if p.profiles is not None]
+        if profiles:
+            joined.profiles = {k: np.concatenate([q[k] for q in profiles]) for k in profiles[0]}
+        return joined
 
 
 def _moyal_quantiles(size: int = 4096) -> np.ndarray:
@@ -95,7 +115,9 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
                deposit: np.ndarray | None = None, cell_width: float = 0.6,
                shower: np.ndarray | None = None, depth: float = np.inf,
                depth_spread: float = 0.6, depth_uniform: float = 0.0,
-               radius_spread: float = 1.6, t_max_shift: float = 0.0) -> Spots:
+               radius_spread: float = 1.6, t_max_shift: float = 0.0,
+               halo: Halo | None = None, max_radius: float = 45.0,
+               fluctuation: float = 1.0, radial_power: float = 0.0) -> Spots:
     """Spots of electromagnetic showers (GFlash, homogeneous effective medium).
 
     Args:
@@ -116,6 +138,15 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
         t_max_shift: added to the mean depth of maximum, X0 (a calibration).
         radius_spread: spots' radii follow the energy's radial profile stretched by this
             (> 1: more, smaller spots in the halo).
+        max_radius: largest spot radius in units of its (stretched) core or tail radius:
+            the 1 / r^4 tail of the GFlash profile is cut there (beyond it, a full
+            simulation's energy is carried by the soft-photon halo).
+        fluctuation: scales GFlash's shower-to-shower spreads of ln T and ln alpha (1: as
+            published for homogeneous media; a calibration for a given calorimeter).
+        radial_power: radii scaled by ``(E / 10 GeV)^-radial_power`` (0: GFlash as
+            published; a calibration of the energy dependence of the lateral width).
+        halo: if given, each spot hands the share :func:`._halo.halo_fraction` of its
+            energy (at its relative depth) to the soft-photon halo: ``Spots.halo``.
     """
     m = len(energy)
     shower = np.arange(m) if shower is None else shower
@@ -129,8 +160,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     mean_ln_a = np.log(0.81 + (0.458 + 2.26 / z) * ln_y)
     # The fitted fluctuations blow up below ~1 GeV (ln y < 4.5), outside the fit's range:
     # hold them at their values there.
-    sig_ln_t = 1.0 / np.maximum(-1.4 + 1.26 * ln_y, 4.27)
-    sig_ln_a = 1.0 / np.maximum(-0.58 + 0.86 * ln_y, 3.29)
+    sig_ln_t = fluctuation / np.maximum(-1.4 + 1.26 * ln_y, 4.27)
+    sig_ln_a = fluctuation / np.maximum(-0.58 + 0.86 * ln_y, 3.29)
     rho = np.clip(0.705 - 0.023 * ln_y, 0.0, 1.0)
     g1, g2 = rng.standard_normal((2, m))
     c1, c2 = np.sqrt((1 + rho) / 2), np.sqrt((1 - rho) / 2)
@@ -188,11 +219,14 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     t[:n_gamma] *= (1.0 / b_g).astype(f32)[idx_g]
     t[n_gamma:] = rng.random(n - n_gamma, dtype=f32) * reach.astype(f32)[idx_u]
     np.maximum(t, f32(1e-3), out=t)
-    ln_t = np.log(t)
-    log_f = per["log_norm_f"] + per["am1"] * ln_t - per["beta"] * t
-    proposal = (np.exp(per["log_norm_g"] + per["agm1"] * ln_t - per["b_g"] * t)
-                + per["uniform_density"])
-    w_long = np.exp(log_f) / proposal
+    if depth_spread == 1.0 and n_gamma == n:
+        w_long = f32(1.0)  # the spots follow the energy profile itself
+    else:
+        ln_t = np.log(t)
+        log_f = per["log_norm_f"] + per["am1"] * ln_t - per["beta"] * t
+        proposal = (np.exp(per["log_norm_g"] + per["agm1"] * ln_t - per["b_g"] * t)
+                    + per["uniform_density"])
+        w_long = np.exp(log_f) / proposal
 
     tau = t * per["tau_scale"]
     x = tau - f32(0.645)
@@ -207,16 +241,29 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     # Radii from the same two-component shape stretched by radius_spread; the weight is
     # the density ratio, between 1 / spread^2 (far out) and spread^2 (on the axis).
     w2 = f32(radius_spread * radius_spread)
-    u2 = np.minimum(rng.random(n, dtype=f32), f32(0.9995))
+    u_max = max_radius**2 / (1.0 + max_radius**2)
+    u2 = rng.random(n, dtype=f32) * f32(u_max)
     ratio = u2 / (f32(1.0) - u2)  # (r / (spread R))^2
-    w_rad = (w2 * (ratio + f32(1.0)) / (w2 * ratio + f32(1.0))) ** 2 / w2
+    if radius_spread == 1.0:
+        w_rad = f32(1.0)
+    else:
+        w_rad = (w2 * (ratio + f32(1.0)) / (w2 * ratio + f32(1.0))) ** 2 / w2
     r = radius * np.sqrt(ratio) * f32(radius_spread * medium.moliere_radius)
+    if radial_power:
+        r *= ((e_gev / 10.0) ** -radial_power).astype(f32)[idx]
     phi = rng.random(n, dtype=f32) * f32(2 * np.pi)
 
     weight = w_long * w_rad * landau_factor(rng, n, cell_width)
     energy_spot = _normalise(idx, weight, deposit)
     s = start.astype(f32)[idx] + t * f32(medium.radiation_length)
-    return Spots(shower[idx], s, r * np.cos(phi), r * np.sin(phi), energy_spot)
+    spots = Spots(shower[idx], s, r * np.cos(phi), r * np.sin(phi), energy_spot)
+    if halo is not None and halo.enabled:
+        spots.halo = energy_spot * halo_fraction(halo, tau)
+        spots.energy = energy_spot - spots.halo
+        spots.profiles = {"shower": shower, "start": np.asarray(start, dtype=np.float64),
+                          "alpha": alpha, "beta": beta, "tau_scale": tau_scale,
+                          "energy": np.asarray(energy, dtype=np.float64)}
+    return spots
 
 
 def mip_tracks(rng: np.random.Generator, length: np.ndarray, medium: Material,
@@ -243,7 +290,8 @@ def mip_tracks(rng: np.random.Generator, length: np.ndarray, medium: Material,
 
 def hadron_showers(rng: np.random.Generator, energy: np.ndarray, medium: Material,
                    depth: float, spots_per_gev: float, em_spots_per_gev: float,
-                   spots_power: float = 0.65) -> tuple[Spots, np.ndarray]:
+                   spots_power: float = 0.65, halo: Halo | None = None
+                   ) -> tuple[Spots, np.ndarray]:
     """Spots of charged-pion showers: a track up to an exponential first interaction,
     then an electromagnetic (pi0) part and a wider, deeper hadronic part.
 
@@ -252,6 +300,7 @@ def hadron_showers(rng: np.random.Generator, energy: np.ndarray, medium: Materia
         medium: the effective medium.
         depth: thickness of the calorimeter along the axis in mm (tracks stop there).
         spots_per_gev, em_spots_per_gev: spot densities of the hadronic and EM parts.
+        halo: the soft-photon halo of the EM part (see :func:`em_showers`).
 
     Returns:
         The spots, and ``(m,)`` depth of the first interaction in mm (``inf`` for a pion
@@ -287,14 +336,18 @@ def hadron_showers(rng: np.random.Generator, energy: np.ndarray, medium: Materia
         if np.any(has_em):
             parts.append(em_showers(rng, e_em[has_em], em_start[has_em], medium,
                                     em_spots_per_gev, spots_power, cell_width=0.7,
-                                    shower=idx[has_em]))
+                                    shower=idx[has_em], halo=halo))
         parts.append(_hadronic_part(rng, e_had, e_gev, first[idx], medium,
                                     spots_per_gev, spots_power, idx))
     spots = Spots.join(parts)
     # Energy conservation: Landau tails of a short track must not exceed what it had.
     total = np.bincount(spots.shower, weights=spots.energy, minlength=m)
+    if spots.halo is not None:
+        total += np.bincount(spots.shower, weights=spots.halo, minlength=m)
     scale = np.where(total > energy, energy / np.maximum(total, 1e-12), 1.0)
     spots.energy = (spots.energy * scale[spots.shower]).astype(np.float32)
+    if spots.halo is not None:
+        spots.halo = (spots.halo * scale[spots.shower]).astype(np.float32)
     return spots, first
 
 

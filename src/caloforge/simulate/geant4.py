@@ -1,6 +1,6 @@
 """The Geant4 engine: calogan showers in full simulation, through geant4-pybind.
 
-The calorimeter is the one of DESIGN.md and of the CaloGAN Geant4 application: 80 layers
+The calorimeter is the one of the CaloGAN paper and its Geant4 application: 80 layers
 of 2 mm Pb followed by 4 mm liquid argon, 1 m x 1 m, filling z in [-240, 240] mm, in a
 vacuum world; physics list FTFP_BERT with its default production cuts; a particle gun at
 (0, 0, -288) mm shooting along +z with a kinetic energy uniform in the requested range.
@@ -110,7 +110,7 @@ class SamplingStack:
 
         For calogan the cut at z = 197 mm splits the LAr gap of layer 72 (194-198 mm) in
         two volumes of the same material, so every deposit is read out by the volume it
-        is made in, as DESIGN.md's depth cuts say.
+        is made in, as CaloGAN's depth cuts say.
         """
         geometry = check_readout(geometry)
         starts = [layer.depth[0] for layer in geometry.layers[1:]]
@@ -350,7 +350,7 @@ def build_calogan(g4, geometry: Geometry | str = "calogan", stack: SamplingStack
     Args:
         g4: the ``geant4_pybind`` module (see :func:`import_geant4`).
         geometry: the readout (calogan).
-        stack: the sampling structure (default: DESIGN.md's).
+        stack: the sampling structure (default: CaloGAN's 2 mm Pb + 4 mm LAr).
         check_overlaps: let Geant4 check the placements for overlaps (slow, verbose).
 
     Returns:
@@ -609,7 +609,7 @@ class CaloganGeant4:
         """Simulate ``n`` events of Geant4 particle ``particle`` (``"e+"``, ``"pi+"``...)
         with kinetic energies uniform in ``energy_range_MeV``; aborted events are redone.
 
-        ``position_mm`` moves the gun (tests); DESIGN.md's is ``(0, 0, -288)``.
+        ``position_mm`` moves the gun (tests); CaloGAN's is ``(0, 0, -288)``.
         """
         definition = self.g4.G4ParticleTable.GetParticleTable().FindParticle(particle)
         if definition is None:

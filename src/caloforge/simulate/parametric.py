@@ -28,15 +28,30 @@ import numpy as np
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry, get_geometry
+from caloforge.simulate._halo import (
+    Halo,
+    compound_poisson,
+    depth_flight,
+    halo_expectation,
+    halo_fraction,
+)
 from caloforge.simulate._materials import LEAD, LIQUID_ARGON, SILICON, TUNGSTEN, Material, mix
 from caloforge.simulate._showers import (
     PHOTON_CONVERSION_X0,
+    PHOTON_TMAX_SHIFT,
     Spots,
     em_showers,
     hadron_showers,
 )
 
-__all__ = ["Calorimeter", "calorimeter", "simulate_chunks", "simulate_block"]
+__all__ = ["SIMULATOR_VERSION", "Calorimeter", "calorimeter", "simulate_chunks",
+           "simulate_block"]
+
+# Written to every file as ``generator_version``, so that a model card can say which
+# showers a model learned. 2: the soft-photon halo and the calibration on Geant4 11.4
+# (electromagnetic physics, data-free models) showers; 1 (files without the attribute):
+# the first GFlash-style version.
+SIMULATOR_VERSION = "parametric-2"
 
 _GEV = 1000.0
 # Largest chunk handed out, in voxel values (float32): 32 M values = 128 MB.
@@ -63,9 +78,17 @@ class Calorimeter:
             of the effective-medium profile to a geometry's full-simulation layer
             fractions (0: GFlash as published).
         depth_spread, depth_uniform, radius_spread: how much broader than the energy the
-            spots are spread (see :func:`._showers.em_showers`); sets the halo's sparsity.
+            spots are spread (see :func:`._showers.em_showers`).
+        max_radius: where the spots' radial profile is cut, in units of its radii.
+        cell_width: relative Landau-like fluctuation of one spot's energy.
+        fluctuation, radial_power: calibrations of the longitudinal fluctuations and of
+            the energy dependence of the lateral width (see :func:`._showers.em_showers`).
+        photon_t_max_shift: added to ``t_max_shift`` for photons, X0 (see
+            :data:`._showers.PHOTON_TMAX_SHIFT`).
         resolution: stochastic term a of the total-deposit fluctuation, ``a / sqrt(E/GeV)``.
+        constant_term: its constant term, added in quadrature.
         loss: mean fraction of the energy escaping backwards (albedo).
+        halo: the soft-photon halo of EM showers (see :mod:`._halo`).
         block_size: showers per random stream (fixes reproducibility; do not change).
     """
 
@@ -81,13 +104,43 @@ class Calorimeter:
     depth_spread: float = 0.6
     depth_uniform: float = 0.1
     radius_spread: float = 1.6
+    max_radius: float = 45.0
+    cell_width: float = 0.6
+    fluctuation: float = 1.0
+    radial_power: float = 0.0
+    photon_t_max_shift: float = PHOTON_TMAX_SHIFT
     resolution: float = 0.03
     loss: float = 0.008
+    constant_term: float = 0.002
+    halo: Halo = Halo()
     block_size: int = 1000
 
     @property
     def depth(self) -> float:
         return float(self.layer_edges[-1])
+
+    @property
+    def cell_edges(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer, cell edges in mm along rows and columns (grid centred on 0)."""
+        return _cell_edges(self)
+
+
+@cache
+def _cell_edges(cal: Calorimeter) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for layer, (dx, dy) in zip(cal.geometry.layers, cal.cell_mm, strict=True):
+        rows, cols = layer.shape
+        out.append(((np.arange(rows + 1) - rows / 2) * dx, (np.arange(cols + 1) - cols / 2) * dy))
+    return out
+
+
+# The soft-photon halo of electromagnetic showers (see ._halo), calibrated on the
+# occupancy and cell-energy spectrum of Geant4 11.4 (electromagnetic physics, data-free
+# models) showers in the calogan geometry; the flight length scales with each medium's
+# photon attenuation length, so the same halo serves every geometry.
+EM_HALO = Halo(near=0.053, far=0.44, depth=1.5, length_scale=1.5, soft_share=0.54,
+               soft_length=0.29, shape=2.0, mean_mev=0.75, core_mm=13.0, spread_power=0.02,
+               tail_share=0.2, tail_scale=2.0)
 
 
 def _calogan(geometry: Geometry) -> Calorimeter:
@@ -97,12 +150,19 @@ def _calogan(geometry: Geometry) -> Calorimeter:
     front = -240.0
     edges = [layer.depth[0] - front for layer in geometry.layers]
     edges.append(geometry.layers[-1].depth[1] - front)
-    # t_max_shift: the effective-medium GFlash profile, 0.35 X0 deeper, gives the
-    # published Geant4 e+ layer fractions of this geometry (0.19 / 0.80 / 0.002).
+    # Calibrated on Geant4 11.4 (electromagnetic physics, data-free models) e+ and photon
+    # showers in this geometry, 1-100 GeV: t_max_shift (the effective-medium GFlash
+    # profile 0.2 X0 deeper) gives the layer fractions 0.196 / 0.802 / 0.0015 of e+;
+    # photon_t_max_shift those of photons; the spots follow the energy closely (the far,
+    # soft deposits are the halo's), with small fluctuations (the core cells of a full
+    # simulation are the sum of many particles); loss and resolution give its deposited
+    # fraction 0.997 and spread 0.1-0.3%.
     return Calorimeter(geometry, medium, tuple(edges),
                        tuple(layer.cell_size for layer in geometry.layers),
-                       spots_per_gev=45.0, t_max_shift=0.35, depth_spread=0.4,
-                       depth_uniform=0.15, radius_spread=3.0)
+                       spots_per_gev=50.0, t_max_shift=0.2, depth_spread=0.8,
+                       depth_uniform=0.0, radius_spread=1.5, max_radius=5.0, cell_width=0.3,
+                       photon_t_max_shift=-0.4, loss=0.0, resolution=0.003,
+                       constant_term=0.0005, fluctuation=0.85, halo=EM_HALO)
 
 
 def _atlas89(geometry: Geometry) -> Calorimeter:
@@ -120,7 +180,8 @@ def _atlas89(geometry: Geometry) -> Calorimeter:
         cells.append((layer.cell_size[0] * radius, layer.cell_size[1] * radius))
     middle = cells[2]
     return Calorimeter(geometry, medium, tuple(edges), tuple(cells), centring="cell",
-                       jitter_mm=(middle[0] / 2, middle[1] / 2), spots_per_gev=30.0)
+                       jitter_mm=(middle[0] / 2, middle[1] / 2), spots_per_gev=30.0,
+                       max_radius=4.0, halo=EM_HALO)
 
 
 def _clic51(geometry: Geometry) -> Calorimeter:
@@ -132,7 +193,7 @@ def _clic51(geometry: Geometry) -> Calorimeter:
     return Calorimeter(geometry, medium, tuple(edges),
                        tuple(layer.cell_size for layer in geometry.layers),
                        centring="barycentre", jitter_mm=(2.55, 2.55), spots_per_gev=400.0,
-                       spots_power=0.6, block_size=50)
+                       spots_power=0.6, max_radius=4.0, halo=EM_HALO, block_size=50)
 
 
 _BUILDERS = {"calogan": _calogan, "atlas89": _atlas89, "clic51": _clic51}
@@ -162,17 +223,7 @@ def _bin(cal: Calorimeter, m: int, spots: Spots, angle: np.ndarray | None,
     n_layers, n_voxels = g.n_layers, g.n_voxels
     f32 = np.float32
     k = spots.shower
-    if angle is None:
-        z, a = spots.s, spots.u
-    else:
-        # theta = 90 deg is perpendicular incidence; the axis tilts in the rows-depth plane.
-        th = np.radians(angle).astype(f32)[k]
-        sin, cos = np.sin(th), np.cos(th)
-        z = spots.s * sin - spots.u * cos
-        a = spots.s * cos + spots.u * sin
-    a = a + offset[k, 0]
-    b = spots.v + offset[k, 1]
-    layer = _layer_index(cal, z)
+    layer, a, b = _readout_coordinates(cal, spots, angle, offset)
     # Per-shower bins: the voxels, then one overflow bin per layer, then one bin for
     # deposits outside the readout depth (dead material, leakage), dropped afterwards.
     stride = n_voxels + n_layers + 1
@@ -196,6 +247,23 @@ def _bin(cal: Calorimeter, m: int, spots: Spots, angle: np.ndarray | None,
     sums = np.bincount(flat, weights=spots.energy, minlength=m * stride).reshape(m, stride)
     return (sums[:, :n_voxels].astype(f32),
             sums[:, n_voxels:n_voxels + n_layers].astype(f32))
+
+
+def _readout_coordinates(cal: Calorimeter, spots: Spots, angle: np.ndarray | None,
+                         offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Readout layer (-1 before the first, n_layers after the last) and transverse
+    position (mm, along rows and columns) of every spot."""
+    f32 = np.float32
+    k = spots.shower
+    if angle is None:
+        z, a = spots.s, spots.u
+    else:
+        # theta = 90 deg is perpendicular incidence; the axis tilts in the rows-depth plane.
+        th = np.radians(angle).astype(f32)[k]
+        sin, cos = np.sin(th), np.cos(th)
+        z = spots.s * sin - spots.u * cos
+        a = spots.s * cos + spots.u * sin
+    return _layer_index(cal, z), a + offset[k, 0], spots.v + offset[k, 1]
 
 
 def _layer_index(cal: Calorimeter, z: np.ndarray) -> np.ndarray:
@@ -249,38 +317,156 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
     medium = cal.medium
     e_gev = energy / _GEV
     if particle in ("eplus", "eminus", "gamma"):
+        t_max_shift = cal.t_max_shift
         if particle == "gamma":
             start = rng.exponential(PHOTON_CONVERSION_X0 * medium.radiation_length, m)
+            t_max_shift += cal.photon_t_max_shift
         else:
             start = np.zeros(m)
         deposit = energy * (1.0 - _em_losses(cal, e_gev, rng))
         spots = em_showers(rng, energy, start, medium, cal.spots_per_gev, cal.spots_power,
                            deposit=deposit, depth=cal.depth / _min_sin(angle),
                            depth_spread=cal.depth_spread, depth_uniform=cal.depth_uniform,
-                           radius_spread=cal.radius_spread, t_max_shift=cal.t_max_shift)
+                           radius_spread=cal.radius_spread, t_max_shift=t_max_shift,
+                           halo=cal.halo, max_radius=cal.max_radius,
+                           cell_width=cal.cell_width, fluctuation=cal.fluctuation,
+                           radial_power=cal.radial_power)
     elif particle in ("piplus", "piminus"):
         spots, _ = hadron_showers(rng, energy, medium, cal.depth / _min_sin(angle),
                                   spots_per_gev=cal.spots_per_gev,
                                   em_spots_per_gev=cal.spots_per_gev,
-                                  spots_power=cal.spots_power)
+                                  spots_power=cal.spots_power, halo=cal.halo)
     else:
         raise CaloforgeError(f"the parametric simulator does not know particle {particle!r}")
     offset = _centre(cal, rng, m, spots, angle)
     voxels, overflow = _bin(cal, m, spots, angle, offset)
+    if spots.halo is not None:
+        h_vox, h_over, expected = _halo(cal, rng, m, spots, angle, offset)
+        # Energy conservation: the halo's Poisson fluctuation comes out of (or goes
+        # into) the rest of the shower, whose total stays what the spots gave less what
+        # the halo photons carried out of the calorimeter.
+        drawn = h_vox.sum(axis=1, dtype=np.float64) + h_over.sum(axis=1, dtype=np.float64)
+        rest = voxels.sum(axis=1, dtype=np.float64) + overflow.sum(axis=1, dtype=np.float64)
+        factor = np.clip(1.0 + (expected - drawn) / np.maximum(rest, 1e-30), 0.0, None)
+        factor = factor.astype(np.float32)[:, None]
+        voxels = voxels * factor + h_vox
+        overflow = overflow * factor + h_over
     g = cal.geometry
     return ShowerSet(g, voxels, energy.astype(np.float32),
                      angle=None if angle is None else angle.astype(np.float32),
                      overflow=overflow if g.has_overflow else None)
 
 
+def _halo(cal: Calorimeter, rng: np.random.Generator, m: int, spots: Spots,
+          angle: np.ndarray | None, offset: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxels ``(m, n_voxels)`` and overflow ``(m, n_layers)`` (MeV) of the soft-photon
+    halo of the energy ``spots.halo`` that the spots handed to it (see :mod:`._halo`),
+    and ``(m,)`` its mean in the calorimeter (the rest leaks out of the front or back).
+
+    How that energy spreads over the readout layers follows each shower's own
+    longitudinal profile (its Gamma profile times the halo share, on a grid of depths),
+    folded with the photon flights (:func:`_flight_tables`); not the spots themselves,
+    whose few deep ones would make the halo fluctuate far more than the sum of thousands
+    of photons does.
+    """
+    halo, n_layers = cal.halo, cal.geometry.n_layers
+    prof = spots.profiles
+    total = np.bincount(spots.shower, weights=spots.halo, minlength=m)
+    k = prof["shower"]
+    n_grid = 32
+    x0 = cal.medium.radiation_length
+    sin = np.ones(len(k)) if angle is None else np.sin(np.radians(angle[k]))
+    cos = np.zeros(len(k)) if angle is None else np.cos(np.radians(angle[k]))
+    # Depths along the shower axis, X0 from its start, up to the back face.
+    reach = np.maximum((cal.depth / np.maximum(sin, 0.1) - prof["start"]) / x0, 0.5)
+    t = (np.arange(n_grid) + 0.5) / n_grid * reach[:, None]
+    alpha, beta = prof["alpha"][:, None], prof["beta"][:, None]
+    weight = np.exp((alpha - 1.0) * np.log(beta * t) - beta * t) * reach[:, None]
+    weight *= halo_fraction(halo, (t * prof["tau_scale"][:, None]).astype(np.float32))
+    axis = prof["start"][:, None] + t * x0  # mm along the axis
+    z = axis * sin[:, None]  # depth along the detector normal
+    a_axis = axis * cos[:, None]  # where the axis is, along the rows
+    lengths = (halo.length_scale, halo.soft_length)
+    shares = (1.0 - halo.soft_share, halo.soft_share)
+    mean, inside = 0.0, np.zeros(m)
+    # Mean deposit of one halo photon, per shower (of the block).
+    shower_energy = np.zeros(m)
+    np.maximum.at(shower_energy, k, prof["energy"])
+    photon_mev = halo.mean_mev * (np.maximum(shower_energy, 1.0) / 10_000.0) ** -halo.mean_power
+    for length, share in zip(lengths, shares, strict=True):
+        if share <= 0:
+            continue
+        grid, reach_p, travel_v = _flight_tables(cal, length * cal.medium.photon_length)
+        p = np.stack([np.interp(z, grid, reach_p[:, i]) for i in range(n_layers)], axis=2)
+        v = np.stack([np.interp(z, grid, travel_v[:, i]) for i in range(n_layers)], axis=2)
+        wp = weight[:, :, None] * p  # (showers, depths, layers)
+        per_layer = wp.sum(axis=1)
+        norm = np.maximum(per_layer, 1e-300)
+        centre_a = (wp * a_axis[:, :, None]).sum(axis=1) / norm
+        source_var = (wp * (a_axis[:, :, None] - centre_a[:, None, :]) ** 2).sum(axis=1) / norm
+        travel = (wp * v).sum(axis=1) / norm
+        # Normalise per shower: the shares of this class over the layers, times the
+        # energy the spots handed over (what leaks out of the back is lost).
+        emitted = np.maximum(weight.sum(axis=1), 1e-300)[:, None]
+        energy = np.zeros((m, n_layers))
+        np.add.at(energy, k, share * per_layer / emitted * total[k, None])
+        inside += energy.sum(axis=1)
+        centre = np.zeros((m, n_layers, 2))
+        spread = np.full((m, n_layers, 2), 1.0)
+        grow = ((prof["energy"] / 10_000.0) ** halo.spread_power)[:, None]
+        centre[k, :, 0] = centre_a
+        spread[k, :, 0] = grow * np.sqrt(travel + source_var + halo.core_mm**2)
+        spread[k, :, 1] = grow * np.sqrt(travel + halo.core_mm**2)
+        centre += offset[:, None, :]
+        mean = mean + halo_expectation(energy / photon_mev[:, None], centre, spread,
+                                       cal.cell_edges, halo.tail_share, halo.tail_scale)
+    deposits = compound_poisson(rng, halo, mean, photon_mev)
+    n_voxels = cal.geometry.n_voxels
+    return deposits[:, :n_voxels], deposits[:, n_voxels:], inside
+
+
+@cache
+def _flight_tables(cal: Calorimeter, length: float, n_depths: int = 121,
+                   n_flights: int = 20_000, fold_front: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For photons leaving depth ``z`` (mm along the detector normal) on isotropic
+    exponential flights of mean ``length`` mm: the probability to end in each readout
+    layer, and the mean variance per transverse axis of those that do.
+
+    Returns:
+        ``(z grid (n_depths,), probability (n_depths, n_layers), variance (n_depths,
+        n_layers) in mm^2)``. Flights out of the front face (the albedo) or the back leak
+        (``fold_front``: the first are folded back in). Computed once per calorimeter
+        and length (fixed random stream).
+    """
+    rng = np.random.default_rng(12345)
+    dz, var = depth_flight(rng, n_flights, length)
+    dz, var = dz.astype(np.float64), var.astype(np.float64)
+    z = np.linspace(0.0, cal.depth, n_depths)
+    n_layers = cal.geometry.n_layers
+    prob, travel = np.zeros((n_depths, n_layers)), np.zeros((n_depths, n_layers))
+    edges = np.asarray(cal.layer_edges, dtype=np.float64)
+    for j, z0 in enumerate(z):
+        end = z0 + dz
+        if fold_front:
+            end = np.abs(end)
+        layer = np.searchsorted(edges, end, side="right") - 1
+        for i in range(n_layers):
+            sel = layer == i
+            prob[j, i] = sel.mean()
+            travel[j, i] = var[sel].mean() if sel.any() else 0.0
+    return z, prob, travel
+
+
 def _em_losses(cal: Calorimeter, e_gev: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Fraction of an EM shower's energy that is not deposited (albedo, escaping soft
     photons), ``(m,)``: never negative, so the deposit never exceeds the incident energy.
 
-    Gamma-distributed with standard deviation ``resolution / sqrt(E/GeV)`` (+) 0.2%
+    Gamma-distributed with standard deviation ``resolution / sqrt(E/GeV)`` (+) ``constant_term``
     (the stochastic term of the total deposit) and mean ``loss`` plus half of that.
     """
-    sigma = np.hypot(cal.resolution / np.sqrt(e_gev), 0.002)
+    sigma = np.hypot(cal.resolution / np.sqrt(e_gev), cal.constant_term)
     mean = cal.loss + 0.5 * sigma
     shape = (mean / sigma) ** 2
     return np.minimum(rng.gamma(shape, sigma**2 / mean), 1.0)
@@ -349,7 +535,8 @@ def simulate_chunks(geometry: Geometry | str, particle: str, n: int,
     chunk_size = max(1, min(int(chunk_size), _MAX_CHUNK_VALUES // cal.geometry.n_voxels))
     sizes = [min(cal.block_size, n - lo) for lo in range(0, n, cal.block_size)]
     threads = threads or _threads()
-    meta = {"particle": particle, "generator": "parametric", "seed": int(seed)}
+    meta = {"particle": particle, "generator": "parametric",
+            "generator_version": SIMULATOR_VERSION, "seed": int(seed)}
 
     def blocks() -> Iterator[ShowerSet]:
         args = [(cal, particle, m, energy_range, angle_range, seed, i)

@@ -1,0 +1,206 @@
+"""The halo of an electromagnetic shower: soft photons that deposit far from its core.
+
+Most of the particles of an electromagnetic shower are photons of a few hundred keV to a
+few MeV, near the minimum of the photon cross section, where Compton scattering
+dominates. They travel several centimetres (the attenuation length, :attr:`Material.
+photon_length`) before they scatter or are absorbed, in all directions, and leave small
+(keV to MeV) deposits in cells far from the shower core, before and behind the shower
+maximum. In a full simulation most cells of a shower are hit by this halo alone.
+
+The halo is modelled as a compound Poisson process per cell:
+
+- each energy spot of the shower hands a share of its energy to halo photons: a few
+  percent near the start and the maximum, most of it deep in the tail, where the
+  cascade has degraded to photons near the minimum of the cross section (their number
+  is that energy over the mean deposit of one photon, so it grows linearly with the
+  shower energy, as the total track length does);
+- where they deposit follows those spots, each displaced by an isotropic flight with
+  an exponential length (mean ``photon_length`` for photons near the minimum of the
+  cross section, shorter for the softer ones the photoelectric effect stops): the
+  flight's component along the axis sets the readout layer; per layer, the sources'
+  energy, centre and spread, plus the transverse spread of their flights (photons that
+  reached a far layer flew far, and spread wide), give the number of photons and
+  their transverse distribution, taken as a
+  product of two Laplace (double exponential) distributions, the profile of an
+  exponential flight projected on an axis;
+- the number of photons in a cell is Poisson with the integral of that density over the
+  cell, and each photon deposits a Gamma-distributed energy (shape ``a``, mean ``a
+  theta``; ``a = 1``, an exponential, approximates the flat Klein-Nishina spectrum of
+  Compton electrons), so the energy of ``k`` photons in a cell is ``Gamma(k a, theta)``.
+
+All of it is vectorised over the showers of a block and the cells of the readout.
+
+References:
+    Particle Data Group, R. L. Workman et al., "Passage of particles through matter",
+    Prog. Theor. Exp. Phys. 2022, 083C01, sec. 34.4 (photon cross sections, the minimum of
+    the attenuation) and 34.5 (electromagnetic cascades: track length, the low-energy
+    photons that carry the energy far from the shower axis).
+    O. Klein and Y. Nishina, Z. Phys. 52 (1929) 853 (Compton scattering).
+    G. Grindhammer and S. Peters, "The Parameterized Simulation of Electromagnetic Showers
+    in Homogeneous and Sampling Calorimeters", hep-ex/0001020 (spot-based shower model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+__all__ = ["Halo", "halo_fraction", "depth_flight", "laplace_cell_probabilities",
+           "halo_expectation", "compound_poisson"]
+
+
+@dataclass(frozen=True)
+class Halo:
+    """Parameters of the soft-photon halo.
+
+    Attributes:
+        near: share of the energy deposited through halo photons up to the shower's mean
+            depth (``tau = t / <t> <= 1``).
+        far: the share it tends to deep in the tail, where the cascade is made of
+            photons near the minimum of the cross section and little else.
+        depth: how fast (in ``tau``) the share rises from ``near`` to ``far`` behind the
+            mean depth: ``near + (far - near) (1 - exp(-(tau - 1) / depth))``.
+        length_scale: flight length in units of the medium's ``photon_length``, for the
+            photons near the minimum of the cross section.
+        soft_share: share of the halo energy carried by softer photons (a few hundred
+            keV, where the photoelectric effect takes over), whose flights are shorter:
+        soft_length: their flight length in units of ``photon_length``.
+        shape: Gamma shape ``a`` of one photon's deposit (1: exponential).
+        mean_mev: mean deposit of one photon, MeV; the number of halo photons is the
+            energy they carry over this.
+        core_mm: transverse spread (mm, added in quadrature) of the sources, the lateral
+            extent of the cascade that emits them.
+        tail_share, tail_scale: share and relative width of a broader transverse
+            component (see :func:`halo_expectation`).
+        mean_power: the mean deposit of one photon falls as ``(E / 10 GeV)^-mean_power``
+            (their number grows as much faster than E): an empirical calibration of how
+            fast the halo fills a layer's cells with the shower energy.
+        spread_power: the transverse spread grows as ``(E / 10 GeV)^spread_power`` with
+            the shower energy ``E``: an empirical calibration (the photon spectrum of a
+            higher-energy shower reaches further), not a published parametrisation.
+    """
+
+    near: float = 0.0
+    far: float = 0.0
+    depth: float = 1.0
+    length_scale: float = 1.0
+    soft_share: float = 0.0
+    soft_length: float = 0.3
+    shape: float = 1.0
+    mean_mev: float = 1.0
+    core_mm: float = 0.0
+    spread_power: float = 0.0
+    mean_power: float = 0.0
+    tail_share: float = 0.0
+    tail_scale: float = 3.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.near > 0 or self.far > 0
+
+
+def halo_fraction(halo: Halo, tau: np.ndarray) -> np.ndarray:
+    """Share of a spot's energy that its halo photons carry, at relative depth ``tau``
+    (``t / <t>`` of its shower), float32 like ``tau``."""
+    f32 = np.float32
+    rise = f32(1.0) - np.exp(-np.maximum(tau - f32(1.0), f32(0.0)) * f32(1.0 / halo.depth))
+    return f32(halo.near) + f32(halo.far - halo.near) * rise
+
+
+def depth_flight(rng: np.random.Generator, n: int, length: float | np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Isotropic flights of exponential length with mean ``length`` mm (a number, or
+    one per flight): their component along the axis, and the variance per transverse
+    axis of where they end (``l^2 sin^2(theta) / 2``, averaged over the azimuth), both
+    ``(n,)`` float32 in mm and mm^2."""
+    f32 = np.float32
+    ell = rng.standard_exponential(n, dtype=f32) * np.asarray(length, dtype=f32)
+    cos = rng.random(n, dtype=f32) * f32(2.0) - f32(1.0)
+    return ell * cos, f32(0.5) * ell * ell * (f32(1.0) - cos * cos)
+
+
+def laplace_cell_probabilities(edges: np.ndarray, centre: np.ndarray, scale: np.ndarray
+                               ) -> np.ndarray:
+    """``(m, n_cells)`` probability of each cell between consecutive ``edges`` (mm) under
+    a Laplace distribution of per-shower ``centre`` and ``scale`` (``(m,)``, mm)."""
+    x = (edges[None, :] - centre[:, None]) / scale[:, None]
+    half = 0.5 * np.exp(-np.abs(x))
+    cdf = np.where(x < 0, half, 1.0 - half)
+    return np.diff(cdf, axis=1)
+
+
+def halo_expectation(photons: np.ndarray, centre: np.ndarray, spread: np.ndarray,
+                     grids: list[tuple[np.ndarray, np.ndarray]], tail_share: float = 0.0,
+                     tail_scale: float = 3.0) -> np.ndarray:
+    """Mean number of halo photons in every cell.
+
+    Args:
+        photons: ``(m, n_layers)`` mean number of halo photons of each shower in each
+            readout layer.
+        centre: ``(m, n_layers, 2)`` centre of their transverse distribution (mm, rows
+            and columns axes).
+        spread: ``(m, n_layers, 2)`` its standard deviation along each axis (mm).
+        grids: per layer, the cell edges in mm along rows and along columns.
+        tail_share, tail_scale: share and relative scale of a broader Laplace component
+            (the photons that scattered several times before depositing).
+
+    Returns:
+        ``(m, n_voxels + n_layers)``: the voxels in the geometry's flat order, then the
+        photons outside each layer's grid (its overflow).
+    """
+    m, n_layers = photons.shape
+    # Per axis a Laplace distribution of the given variance (2 b^2), and a share of it
+    # spread tail_scale times wider.
+    w, k = tail_share, tail_scale
+    scale = np.maximum(spread, 1.0) / np.sqrt(2.0)
+    parts, outside = [], np.empty((m, n_layers))
+
+    def profile(edges, c, b):
+        p = laplace_cell_probabilities(edges, c, b)
+        if w > 0:
+            p = (1.0 - w) * p + w * laplace_cell_probabilities(edges, c, k * b)
+        return p
+
+    for i, (row_edges, col_edges) in enumerate(grids):
+        p_rows = profile(row_edges, centre[:, i, 0], scale[:, i, 0])
+        p_cols = profile(col_edges, centre[:, i, 1], scale[:, i, 1])
+        mu = photons[:, i, None, None] * p_rows[:, :, None] * p_cols[:, None, :]
+        parts.append(mu.reshape(m, -1))
+        outside[:, i] = photons[:, i] * (1.0 - p_rows.sum(axis=1) * p_cols.sum(axis=1))
+    return np.concatenate([*parts, np.maximum(outside, 0.0)], axis=1)
+
+
+def compound_poisson(rng: np.random.Generator, halo: Halo, mean_photons: np.ndarray,
+                     mean_mev: np.ndarray) -> np.ndarray:
+    """Energy (MeV, float32, same shape) of a Poisson number of photons with mean
+    ``mean_photons`` ``(m, n_cells)`` per cell, each depositing ``Gamma(halo.shape,
+    mean_mev / shape)``, ``mean_mev`` ``(m,)`` one per shower (row)."""
+    counts = rng.poisson(mean_photons)
+    energy = np.zeros(mean_photons.shape, dtype=np.float32)
+    hit = np.flatnonzero(counts)
+    if len(hit):
+        theta = (np.asarray(mean_mev, dtype=np.float32) / np.float32(halo.shape))
+        k = counts.flat[hit]
+        # Few photons (most cells): quantile tables of Gamma(k a), by look-up (fast).
+        table = _gamma_quantiles(halo.shape)
+        few = k <= len(table)
+        u = (rng.random(len(hit), dtype=np.float32) * np.float32(table.shape[1])).astype(np.int32)
+        sums = np.empty(len(hit), dtype=np.float32)
+        sums[few] = table[k[few] - 1, np.minimum(u[few], table.shape[1] - 1)]
+        many = ~few
+        if np.any(many):
+            sums[many] = rng.standard_gamma(k[many] * halo.shape)
+        energy.flat[hit] = sums * theta[hit // counts.shape[1]]
+    return energy
+
+
+@cache
+def _gamma_quantiles(shape: float, most: int = 8, size: int = 2048) -> np.ndarray:
+    """``(most, size)`` float32: quantiles at ``(i + 0.5) / size`` of Gamma(k shape, 1),
+    k = 1..most."""
+    from scipy.special import gammaincinv
+
+    q = (np.arange(size) + 0.5) / size
+    return np.stack([gammaincinv(k * shape, q) for k in range(1, most + 1)]).astype(np.float32)

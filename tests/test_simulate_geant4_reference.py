@@ -1,0 +1,150 @@
+"""The parametric simulator against Geant4 showers in the same calorimeter.
+
+``tests/data/geant4_em_{eplus,gamma}_400.h5`` are the first 400 showers of the reference
+files (Geant4 11.4, electromagnetic physics, data-free models; 1-100 GeV, calogan). The
+parametric showers are simulated at the same incident energies (five per reference
+shower), so the comparison carries no noise from the energy spectrum. Tolerances follow
+the issue: occupancy per layer within 10% relative (or three standard errors of the
+reference where those are larger), layer fractions within three standard errors,
+deposited fraction within 0.3%. Where the current calibration misses, the case is a
+strict expected failure with the gap in its reason (``GAPS``).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caloforge.data import read_showers
+from caloforge.simulate.parametric import SIMULATOR_VERSION, calorimeter, simulate_block
+
+DATA = Path(__file__).parent / "data"
+BINS = ((1.0, 10.0), (10.0, 30.0), (30.0, 100.0))
+COPIES = 5
+PARTICLES = ("eplus", "gamma")
+
+# Known gaps of the current calibration (parametric-2), kept as strict expected failures
+# so that they show in every test run and flag when a better calibration closes them.
+GAPS = {
+    ("occupancy", "gamma", 2): "photon showers reach layer 2 less often than in Geant4 "
+                               "(10-30 GeV: 0.13 of the cells against 0.17)",
+    ("occupancy>1", "eplus", 2): "too few layer-2 cells above 1 MeV at 10-30 GeV",
+    ("occupancy>1", "gamma", 2): "too few layer-2 cells above 1 MeV at 10-30 GeV",
+    ("fraction", "gamma", 2): "photon layer-2 fraction 0.0018 against 0.0023",
+    ("spectrum", "eplus", 0): "layer-0 cells of 10-100 MeV 25% too rare",
+    ("spectrum", "gamma", 0): "layer-0 cells of 10-100 MeV 25% too rare",
+    ("spectrum", "eplus", 2): "layer-2 deposits too soft: too many 0.1-1 MeV cells",
+    ("spectrum", "gamma", 2): "layer-2 deposits too soft: too many 0.1-1 MeV cells",
+}
+
+
+def _case(kind, particle, layer):
+    mark = ()
+    if (kind, particle, layer) in GAPS:
+        mark = pytest.mark.xfail(strict=True, reason=GAPS[kind, particle, layer])
+    return pytest.param(particle, layer, marks=mark, id=f"{particle}-layer{layer}")
+
+
+_PAIRS: dict = {}
+
+
+def _pair(particle):
+    if particle not in _PAIRS:
+        g4 = read_showers(DATA / f"geant4_em_{particle}_400.h5")
+        assert g4.meta["generator"] == "geant4"
+        energy = np.repeat(g4.incident_energy.astype(np.float64), COPIES)
+        sim = simulate_block(calorimeter("calogan"), particle, energy, None,
+                             np.random.default_rng(2024))
+        _PAIRS[particle] = (particle, g4, sim)
+    return _PAIRS[particle]
+
+
+def _select(showers, lo, hi):
+    e = showers.incident_energy / 1000.0
+    return showers[(e >= lo) & (e < hi)]
+
+
+def _occupancy(showers, layer, threshold=0.0):
+    image = showers.layers[layer].reshape(len(showers), -1)
+    return (image > threshold).mean(axis=1)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.1])
+@pytest.mark.parametrize("particle,layer", [_case("occupancy", p, i) for p in PARTICLES
+                                            for i in range(3)])
+def test_occupancy_per_layer_and_energy(particle, layer, threshold):
+    _check_occupancy(particle, layer, threshold)
+
+
+@pytest.mark.parametrize("particle,layer", [_case("occupancy>1", p, i) for p in PARTICLES
+                                            for i in range(3)])
+def test_occupancy_above_1_mev(particle, layer):
+    _check_occupancy(particle, layer, 1.0)
+
+
+def _check_occupancy(particle, layer, threshold):
+    _, g4, sim = _pair(particle)
+    for lo, hi in BINS:
+        a, b = _select(g4, lo, hi), _select(sim, lo, hi)
+        occ_a, occ_b = _occupancy(a, layer, threshold), _occupancy(b, layer, threshold)
+        err = np.hypot(occ_a.std() / np.sqrt(len(a)), occ_b.std() / np.sqrt(len(b)))
+        tol = max(0.10 * occ_a.mean(), 3 * err)
+        assert abs(occ_b.mean() - occ_a.mean()) < tol, (
+            particle, threshold, (lo, hi), layer, occ_a.mean(), occ_b.mean(), tol)
+
+
+@pytest.mark.parametrize("particle,layer", [_case("fraction", p, i) for p in PARTICLES
+                                            for i in range(3)])
+def test_layer_fractions_within_statistical_error(particle, layer):
+    _, g4, sim = _pair(particle)
+    fa, fb = (s.layer_energies().astype(np.float64) for s in (g4, sim))
+    fa, fb = fa[:, layer] / fa.sum(axis=1), fb[:, layer] / fb.sum(axis=1)
+    err = np.hypot(fa.std() / np.sqrt(len(fa)), fb.std() / np.sqrt(len(fb)))
+    assert abs(fb.mean() - fa.mean()) < 3 * err, (particle, layer, fa.mean(), fb.mean(), err)
+
+
+@pytest.mark.parametrize("particle", PARTICLES)
+def test_deposited_fraction_and_its_spread(particle):
+    _, g4, sim = _pair(particle)
+    for lo, hi in BINS:
+        a, b = _select(g4, lo, hi), _select(sim, lo, hi)
+        ra = (a.total_energy() + a.overflow.sum(axis=1)) / a.incident_energy
+        rb = (b.total_energy() + b.overflow.sum(axis=1)) / b.incident_energy
+        assert abs(rb.mean() - ra.mean()) < 0.003, (particle, lo, ra.mean(), rb.mean())
+        # Geant4's spread is 0.1-0.3%: within a factor 2 (the old simulator had 0.5-2.5%).
+        assert 0.5 < rb.std() / ra.std() < 2.0, (particle, lo, ra.std(), rb.std())
+
+
+@pytest.mark.parametrize("particle", PARTICLES)
+def test_photons_convert_like_geant4(particle):
+    # How often a shower leaves almost nothing in layer 0 (a late first conversion for
+    # photons) and the mean layer-0 fraction per energy bin.
+    _, g4, sim = _pair(particle)
+    for lo, hi in BINS:
+        fa = _select(g4, lo, hi).layer_energies().astype(np.float64)
+        fb = _select(sim, lo, hi).layer_energies().astype(np.float64)
+        fa, fb = fa[:, 0] / fa.sum(axis=1), fb[:, 0] / fb.sum(axis=1)
+        err = np.hypot(fa.std() / np.sqrt(len(fa)), fb.std() / np.sqrt(len(fb)))
+        assert abs(fb.mean() - fa.mean()) < 3 * err, (particle, lo, fa.mean(), fb.mean())
+    late_a = (g4.layer_energies()[:, 0] < 0.02 * g4.total_energy()).mean()
+    late_b = (sim.layer_energies()[:, 0] < 0.02 * sim.total_energy()).mean()
+    assert abs(late_b - late_a) < 3 * np.sqrt(late_a * (1 - late_a) / len(g4)) + 0.01
+
+
+@pytest.mark.parametrize("particle,layer", [_case("spectrum", p, i) for p in PARTICLES
+                                            for i in range(3)])
+def test_cell_energy_spectrum_per_layer(particle, layer):
+    # Fraction of cells per decade of energy, 0.01 MeV to 10 GeV: the halo's keV-MeV
+    # deposits and the core's. Within 25% relative, or 0.01 absolute for rare decades.
+    _, g4, sim = _pair(particle)
+    edges = np.logspace(-2, 4, 7)
+    ha = np.histogram(g4.layers[layer].ravel(), edges)[0] / g4.layers[layer].size
+    hb = np.histogram(sim.layers[layer].ravel(), edges)[0] / sim.layers[layer].size
+    assert np.all(np.abs(hb - ha) < np.maximum(0.25 * ha, 0.01)), (particle, layer, ha, hb)
+
+
+def test_files_record_the_simulator_version():
+    from caloforge.simulate import simulate_showers
+
+    showers = simulate_showers("calogan", "eplus", 3, seed=0)
+    assert showers.meta["generator_version"] == SIMULATOR_VERSION
