@@ -22,8 +22,9 @@ voxels is kept, ``p(E_0..E_{L-1} | E_inc) * p(I | E_0..E_{L-1}, E_inc)``:
   sampling are each one network pass per block. zuko's coupling transform
   (``GeneralCouplingTransform``) has the same structure, but it finds its split with
   ``nonzero`` at every call and lays the spline parameters out feature-major; the
-  project's own block keeps the split in buffers and lays the parameters out bin-major,
-  which made sampling markedly faster on the 2-core machine (see ``_coupling``).
+  project's own block keeps the split in buffers and lays the parameters out bin-major
+  (see ``_coupling``): with one exponential for all spline parameters, this took the CPU
+  time of a 6-block calogan flow from 0.50 to 0.37 ms per shower on one loaded thread.
 
 Preprocessing is CaloFlow's (:mod:`caloforge.models._flowprep`): uniform dequantisation
 noise on every voxel, layer energies mapped to Flow I's shares and logit, voxels divided
