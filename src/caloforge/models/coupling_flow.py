@@ -37,7 +37,8 @@ Adam optimiser with a cosine decay over ``lr_steps``. No teacher, no distillatio
 
 Cost: :meth:`CouplingFlow.mflop_per_shower` counts the network multiply-adds per shower;
 with the default config on calogan (504 voxels, 6 blocks of 64x2 hidden units, 8 bins)
-it is 4.7 MFLOP; the spline arithmetic around the networks costs about as much time again.
+it is 4.7 MFLOP. The spline arithmetic around the networks (elementwise) costs 3-4 times
+the networks' time on a CPU (docs/coupling-flow.md).
 
 References:
     Krause, Shih, "CaloFlow: Fast and Accurate Generation of Calorimeter Showers with
