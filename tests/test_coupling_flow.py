@@ -237,3 +237,25 @@ def test_cli_resume_is_exact_and_generate_writes_showers(cli_files, capsys):
     code, _, err = run_cli(["generate", straight, "-n", 2, "--energy", "500:600", "-o", bad,
                             "-q"], capsys)
     assert code != 0 and "outside the trained range" in err and not bad.exists()
+
+
+@pytest.mark.parametrize("name", ["atlas89", "calochallenge_ds1_photons",
+                                  "calochallenge_ds1_pions"])
+def test_cli_trains_and_generates_from_small_files(name, tmp_path, capsys):
+    geometry = get_geometry(name)
+    data, run, out = tmp_path / "train.h5", tmp_path / "run", tmp_path / "gen.h5"
+    write_showers(data, fake_showers(geometry, 40, seed=1))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "train": {"batch_size": 16, "num_threads": 1, "tensorboard": False, "device": "cpu"},
+        "model": TINY.to_dict()}))
+    code, _, err = run_cli(["train", "coupling-flow", "--data", data, "--out", run,
+                            "--config", config, "--max-steps", 2, "-q"], capsys)
+    assert code == 0, err
+    middle = sum(geometry.energy_range) / 2  # GeV, inside the trained range
+    code, _, err = run_cli(["generate", run, "-n", 3, "--energy", f"{middle:g}", "-o", out,
+                            "-q"], capsys)
+    assert code == 0, err
+    showers = read_showers(out)
+    assert showers.geometry.name == name
+    assert showers.voxels.shape == (3, geometry.n_voxels) and (showers.voxels >= 0).all()
