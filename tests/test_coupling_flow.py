@@ -1,0 +1,261 @@
+"""The coupling-block flow: splines, coupling blocks, every geometry, resume and the CLI.
+
+Build, sampling shape, checkpoint round trip and ONNX parity are also checked for this
+family by the contract tests that walk over every registered model
+(``test_models_contract.py``, ``test_export_bench.py``).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from cli_helpers import run_cli
+
+from caloforge.data import ShowerSet, read_showers, write_showers
+from caloforge.errors import CaloforgeError
+from caloforge.geometry import get_geometry
+from caloforge.models import Conditioning, build_model
+from caloforge.models._coupling import (
+    CouplingBlock,
+    CouplingStack,
+    coupling_macs,
+    spline_forward,
+    spline_inverse,
+)
+from caloforge.models.coupling_flow import CouplingFlow, CouplingFlowConfig
+from caloforge.train.checkpoint import load_checkpoint
+
+torch.set_num_threads(1)
+TINY = CouplingFlow.tiny_config()
+
+
+# ---- splines and blocks ----------------------------------------------------------------
+
+
+def random_params(batch: int, bins: int, features: int, scale: float = 2.0,
+                  seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(batch, 3 * bins - 1, features, generator=g, dtype=torch.float64)
+
+
+def test_spline_inverse_and_log_det_match_autograd():
+    bins, bound = 6, 3.0
+    params = random_params(40, bins, 5)
+    x = torch.linspace(-4.0, 4.0, 200, dtype=torch.float64).reshape(40, 5).requires_grad_()
+    y, ladj = spline_forward(x, params, bins, bound)
+    # elementwise map: the derivative of sum(y) with respect to x is dy/dx
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    np.testing.assert_allclose(ladj.detach().numpy(), torch.log(grad).numpy(), atol=1e-8)
+    back = spline_inverse(y.detach(), params, bins, bound)
+    np.testing.assert_allclose(back.numpy(), x.detach().numpy(), atol=1e-9)
+    # identity outside [-bound, bound]; monotonic and onto [-bound, bound] inside
+    outside = x.detach().abs() >= bound
+    assert torch.equal(y.detach()[outside], x.detach()[outside])
+    assert (ladj.detach()[outside] == 0).all()
+    inside = y.detach()[~outside]
+    assert inside.abs().max() < bound
+
+
+def test_zero_spline_parameters_are_the_identity():
+    x = torch.linspace(-5.0, 5.0, 60).reshape(6, 10)
+    y, ladj = spline_forward(x, torch.zeros(6, 3 * 4 - 1, 10), 4, 4.0)
+    np.testing.assert_allclose(y.numpy(), x.numpy(), atol=1e-6)
+    np.testing.assert_allclose(ladj.numpy(), 0.0, atol=1e-6)
+
+
+def test_coupling_block_computes_parameters_for_the_transformed_half_only():
+    block = CouplingBlock(features=10, context=3, hidden=16, layers=2, bins=5,
+                          bound=4.0).double()
+    assert block.net[-1].out_features == (3 * 5 - 1) * 5  # n_b = 5 features, 14 params
+    for p in block.parameters():
+        p.data.normal_(0.0, 0.3)
+    x = torch.randn(7, 10, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    y, ladj = block(x, c)
+    assert torch.equal(y[:, :5], x[:, :5])  # the conditioning half passes unchanged
+    # the transformed half depends on the conditioning half and the context
+    gx, gc = torch.autograd.grad(y[:, 5:].sum(), (x, c))
+    assert gx[:, :5].abs().sum() > 0 and gc.abs().sum() > 0
+    back = block.inverse(y.detach(), c.detach())
+    np.testing.assert_allclose(back.detach().numpy(), x.detach().numpy(), atol=1e-9)
+
+
+def test_coupling_stack_round_trips_and_its_density_normalises():
+    torch.manual_seed(0)
+    flow = CouplingStack(features=2, context=1, hidden=16, layers=2, bins=6, bound=3.0,
+                         blocks=3, seed=1).double()
+    for p in flow.parameters():
+        p.data.normal_(0.0, 0.2)  # a smooth density the grid below resolves
+    x = torch.randn(50, 2, dtype=torch.float64) * 2
+    c = torch.rand(50, 1, dtype=torch.float64)
+    z, _ = flow.transform(x, c)
+    np.testing.assert_allclose(flow.inverse(z, c).detach().numpy(), x.numpy(), atol=1e-8)
+    # integrate p(x | c) over a grid: one for every context
+    side = torch.linspace(-9.0, 9.0, 481, dtype=torch.float64)
+    grid = torch.cartesian_prod(side, side)
+    step = float(side[1] - side[0])
+    with torch.no_grad():
+        for value in (0.1, 0.9):
+            density = flow(grid, torch.full((len(grid), 1), value, dtype=torch.float64)).exp()
+            assert abs(float(density.sum()) * step * step - 1.0) < 1e-3
+            # the context matters (inside the splines' interval)
+            centre = slice(len(grid) // 2, len(grid) // 2 + 5)
+            other = flow(grid[centre], torch.full((5, 1), 1 - value, dtype=torch.float64))
+            assert not torch.allclose(other, density[centre].log())
+
+
+def test_permutations_are_a_checkpointed_bijection():
+    flow = CouplingStack(features=9, context=1, hidden=4, layers=1, bins=3, bound=3.0,
+                         blocks=3, seed=5)
+    state = flow.state_dict()
+    for k in range(3):
+        gather, scatter = state[f"gather{k}"], state[f"scatter{k}"]
+        assert torch.equal(torch.sort(gather).values, torch.arange(9))
+        assert torch.equal(gather[scatter], torch.arange(9))
+    other = CouplingStack(features=9, context=1, hidden=4, layers=1, bins=3, bound=3.0,
+                          blocks=3, seed=6)
+    assert not torch.equal(other.gather0, flow.gather0)
+
+
+def test_mflop_count_is_the_network_weights():
+    geometry = get_geometry("calogan")
+    model = build_model("coupling-flow", geometry, {}, Conditioning())
+    weights = sum(m.weight.numel() for m in model.flow2.modules()
+                  if isinstance(m, torch.nn.Linear))
+    assert model.mflop_per_shower() == pytest.approx(2 * weights / 1e6)
+    assert coupling_macs(504, 4, 64, 2, 8, 6) == weights
+    assert 4.0 < model.mflop_per_shower() < 5.0  # the sizing in the docs
+
+
+# ---- every geometry with an energy condition ---------------------------------------------
+
+
+def fake_showers(geometry, n: int, seed: int = 0) -> ShowerSet:
+    """Sparse deposits of about 90% of the incident energy, inside the geometry's ranges."""
+    rng = np.random.default_rng(seed)
+    lo, hi = geometry.energy_range
+    energy = rng.uniform(lo, hi, n) * 1e3  # MeV
+    share = rng.random((n, geometry.n_voxels)) * (rng.random((n, geometry.n_voxels)) < 0.4)
+    voxels = share / np.maximum(share.sum(1, keepdims=True), 1e-9) * 0.9 * energy[:, None]
+    angle = None
+    if "angle" in geometry.conditions:
+        angle = rng.uniform(*geometry.angle_range, n).astype(np.float32)
+    return ShowerSet(geometry, voxels.astype(np.float32), energy.astype(np.float32),
+                     angle=angle, meta={"particle": "test", "generator": "synthetic"})
+
+
+@pytest.mark.parametrize("name", ["calogan", "atlas89", "calochallenge_ds1_photons",
+                                  "calochallenge_ds1_pions", "clic51"])
+def test_builds_trains_and_samples_on_every_geometry(name):
+    geometry = get_geometry(name)
+    showers = fake_showers(geometry, 24)
+    torch.manual_seed(0)
+    config = TINY if name != "clic51" else TINY.replace(hidden=4, bins=3, blocks=2)
+    model = build_model("coupling-flow", geometry, config, Conditioning.from_showers(showers))
+    model.prepare(showers)
+    model.configure_optimizers()
+    batch = {"voxels": torch.as_tensor(showers.voxels[:12]),
+             "conditions": torch.as_tensor(showers.conditions()[:12])}
+    for step in (1, 2):
+        metrics = model.training_step(batch, step)
+        assert all(math.isfinite(v) for v in metrics.values())
+    log_prob = model.log_prob(batch["voxels"], batch["conditions"])
+    assert log_prob.shape == (12,) and torch.isfinite(log_prob).all()
+    out = model.sample(batch["conditions"][:5], generator=torch.Generator().manual_seed(0))
+    assert out.shape == (5, geometry.n_voxels)
+    assert torch.isfinite(out).all() and (out >= 0).all()
+    # the sampling threshold: nothing left between zero and threshold_mev
+    assert not ((out > 0) & (out < config.threshold_mev)).any()
+
+
+def test_config_checks():
+    with pytest.raises(CaloforgeError, match="blocks"):
+        CouplingFlowConfig(blocks=0)
+    with pytest.raises(CaloforgeError, match="bins"):
+        CouplingFlowConfig(bins=1)
+    with pytest.raises(CaloforgeError, match="alpha"):
+        CouplingFlowConfig(alpha=0.7)
+    with pytest.raises(CaloforgeError, match="unknown setting"):
+        CouplingFlowConfig.from_dict({"hiden": 3})
+
+
+def test_learning_rate_follows_a_cosine_over_lr_steps():
+    model = build_model("coupling-flow", get_geometry("atlas89"),
+                        TINY.replace(lr=1e-2, lr_steps=11, lr_floor=0.1), Conditioning())
+    model.configure_optimizers()
+    rates = []
+    for step in (1, 6, 11, 30):
+        model._set_lr(step)
+        rates.append(model.optimizers["flow"].param_groups[0]["lr"])
+    assert rates == pytest.approx([1e-2, 5.5e-3, 1e-3, 1e-3])
+
+
+# ---- the CLI: train, exact resume, generate ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coupling_flow")
+    data = root / "train.h5"
+    write_showers(data, fake_showers(get_geometry("calogan"), 64))
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "train": {"batch_size": 16, "num_threads": 1, "log_every": 1, "tensorboard": False,
+                  "device": "cpu", "checkpoint_every": 2},
+        "model": TINY.to_dict()}))
+    return root, data, config
+
+
+def test_cli_resume_is_exact_and_generate_writes_showers(cli_files, capsys):
+    root, data, config = cli_files
+    straight, split = root / "straight", root / "split"
+    code, out, err = run_cli(["train", "coupling-flow", "--data", data, "--out", straight,
+                              "--config", config, "--max-steps", 4, "-q"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "coupling-flow", "--data", data, "--out", split,
+                            "--config", config, "--max-steps", 2, "-q"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "coupling-flow", "--out", split, "--max-steps", 4,
+                            "--resume", "-q"], capsys)
+    assert code == 0, err
+    a, b = load_checkpoint(straight), load_checkpoint(split)
+    assert a["step"] == b["step"] == 4
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    path = root / "generated.h5"
+    code, _, err = run_cli(["generate", straight, "-n", 6, "--energy", "10:50", "-o", path,
+                            "-q"], capsys)
+    assert code == 0, err
+    showers = read_showers(path)
+    assert showers.voxels.shape == (6, 504)
+    assert np.isfinite(showers.voxels).all() and (showers.voxels >= 0).all()
+    assert showers.meta["generator"] == "coupling-flow"
+    # out of the trained range: one line, no file
+    bad = root / "bad.h5"
+    code, _, err = run_cli(["generate", straight, "-n", 2, "--energy", "500:600", "-o", bad,
+                            "-q"], capsys)
+    assert code != 0 and "outside the trained range" in err and not bad.exists()
+
+
+@pytest.mark.parametrize("name", ["atlas89", "calochallenge_ds1_photons",
+                                  "calochallenge_ds1_pions"])
+def test_cli_trains_and_generates_from_small_files(name, tmp_path, capsys):
+    geometry = get_geometry(name)
+    data, run, out = tmp_path / "train.h5", tmp_path / "run", tmp_path / "gen.h5"
+    write_showers(data, fake_showers(geometry, 40, seed=1))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "train": {"batch_size": 16, "num_threads": 1, "tensorboard": False, "device": "cpu"},
+        "model": TINY.to_dict()}))
+    code, _, err = run_cli(["train", "coupling-flow", "--data", data, "--out", run,
+                            "--config", config, "--max-steps", 2, "-q"], capsys)
+    assert code == 0, err
+    middle = sum(geometry.energy_range) / 2  # GeV, inside the trained range
+    code, _, err = run_cli(["generate", run, "-n", 3, "--energy", f"{middle:g}", "-o", out,
+                            "-q"], capsys)
+    assert code == 0, err
+    showers = read_showers(out)
+    assert showers.geometry.name == name
+    assert showers.voxels.shape == (3, geometry.n_voxels) and (showers.voxels >= 0).all()
