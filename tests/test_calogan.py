@@ -157,14 +157,18 @@ def test_latent_is_multiplied_by_the_incident_energy(model):
     assert any(not torch.allclose(x, y) for x, y in zip(a, c, strict=True))
 
 
-@pytest.mark.parametrize("power", [1.0, 0.5])
-def test_preprocessing_is_invertible(power):
+@pytest.mark.parametrize(("power", "relative"), [(1.0, False), (0.5, False), (0.5, True)])
+def test_preprocessing_is_invertible(power, relative):
     torch.manual_seed(0)
-    m = build_model("calogan", CALOGAN, CaloGANConfig(latent_size=8, voxel_power=power),
-                    Conditioning())
+    config = CaloGANConfig(latent_size=8, voxel_power=power, voxel_relative=relative)
+    m = build_model("calogan", CALOGAN, config, Conditioning())
     x = torch.rand(3, CALOGAN.n_voxels) * 1e4 * (torch.rand(3, CALOGAN.n_voxels) < 0.4)
-    back = torch.cat([u.flatten(1) for u in m._to_mev(m._to_units(x))], dim=1)
+    energy_gev = torch.tensor([2.0, 30.0, 90.0])
+    units = m._to_units(x, energy_gev)
+    back = torch.cat([u.flatten(1) for u in m._to_mev(units, energy_gev)], dim=1)
     torch.testing.assert_close(back, x, rtol=1e-5, atol=1e-3)
+    if relative:  # units are fractions of the incident energy: the same at any energy
+        torch.testing.assert_close(m._to_units(x * 10, energy_gev * 10)[1], units[1])
 
 
 def test_prepare_learns_the_deposited_fraction(model):

@@ -101,6 +101,20 @@ class CaloGANConfig(ModelConfig):
         well_threshold_gev: ``|E_tot - E|`` above which the indicator feature fires (5).
         voxel_scale_mev, voxel_power: preprocessing ``u = (E / scale) ** power``
             (default 1000 MeV and 0.5; paper 1000 MeV and 1).
+        voxel_relative: the scale is the incident energy, ``u = (E / E_inc) ** power``:
+            the networks see fractions of the requested energy, so whatever the
+            generator emits in an empty cell is a fraction of the incident energy rather
+            than a fixed number of MeV that swamps low-energy showers.
+        energy_loss: the energy constraint ``lambda_E * mean |E_tot - E_target|`` in GeV
+            (``"absolute"``, the paper's) or divided by the incident energy
+            (``"relative"``), which weighs a 1 GeV shower like a 100 GeV one.
+        latent_scaling: the latent vector is multiplied by ``E / energy_scale_gev``
+            (``"linear"``, the paper's Hadamard product: at 1 GeV the latent is 100 times
+            smaller than at 100 GeV, and low-energy showers lose their fluctuations) or
+            by ``0.5 + 0.5 * l`` with ``l`` the log energy scaled to [0, 1] over the
+            trained range (``"log"``).
+        energy_input: also give the generator the log energy scaled to [-1, 1] over the
+            trained range, beside the latent vector.
     """
 
     latent_size: int = 128
@@ -126,6 +140,10 @@ class CaloGANConfig(ModelConfig):
     well_threshold_gev: float = 5.0
     voxel_scale_mev: float = 1000.0
     voxel_power: float = 0.5
+    voxel_relative: bool = False
+    energy_loss: str = "absolute"
+    latent_scaling: str = "linear"
+    energy_input: bool = False
 
     def __post_init__(self) -> None:
         if self.energy_target not in ("data", "incident"):
@@ -134,6 +152,12 @@ class CaloGANConfig(ModelConfig):
             )
         if self.voxel_power <= 0 or self.voxel_scale_mev <= 0:
             raise CaloforgeError("calogan voxel_power and voxel_scale_mev must be positive")
+        if self.energy_loss not in ("absolute", "relative"):
+            raise CaloforgeError("calogan energy_loss must be 'absolute' or 'relative', "
+                                 f"got {self.energy_loss!r}")
+        if self.latent_scaling not in ("linear", "log"):
+            raise CaloforgeError("calogan latent_scaling must be 'linear' or 'log', "
+                                 f"got {self.latent_scaling!r}")
         for name in ("latent_size", "generator_steps"):
             if getattr(self, name) < 1:
                 raise CaloforgeError(f"calogan {name} must be at least 1")
@@ -229,7 +253,7 @@ class CaloGANGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.has_angle = "angle" in geometry.conditions
-        in_features = cfg.latent_size + int(self.has_angle)
+        in_features = cfg.latent_size + int(self.has_angle) + int(cfg.energy_input)
         self.streams = nn.ModuleList(
             _GeneratorStream(in_features, layer.shape, cfg) for layer in geometry.layers
         )
@@ -238,10 +262,18 @@ class CaloGANGenerator(nn.Module):
         ) if cfg.attention else None
 
     def forward(self, latent: Tensor, energy_gev: Tensor,
-                angle_scaled: Tensor | None = None) -> list[Tensor]:
-        h = latent * (energy_gev / self.cfg.energy_scale_gev).unsqueeze(1)
+                angle_scaled: Tensor | None = None,
+                log_energy: Tensor | None = None) -> list[Tensor]:
+        """``log_energy``: ``(B,)`` log energy scaled to [0, 1] over the trained range,
+        needed with ``latent_scaling: log`` or ``energy_input``."""
+        if self.cfg.latent_scaling == "log":
+            h = latent * (0.5 + 0.5 * log_energy).unsqueeze(1)
+        else:
+            h = latent * (energy_gev / self.cfg.energy_scale_gev).unsqueeze(1)
         if self.has_angle:
             h = torch.cat([h, angle_scaled.unsqueeze(1)], dim=1)
+        if self.cfg.energy_input:
+            h = torch.cat([h, 2.0 * log_energy.unsqueeze(1) - 1.0], dim=1)
         images = []
         for i, stream in enumerate(self.streams):
             x = stream(h)
@@ -349,22 +381,41 @@ class CaloGAN(GenerativeModel):
         fraction = showers.total_energy() / showers.incident_energy
         self.deposit_fraction.fill_(float(np.mean(fraction)))
 
-    def _to_units(self, voxels_mev: Tensor) -> list[Tensor]:
+    def _voxel_scale(self, energy_gev: Tensor) -> Tensor | float:
+        """MeV per network unit: fixed, or the incident energy (``voxel_relative``)."""
+        if self.config.voxel_relative:
+            return (energy_gev * _GEV).reshape(-1, 1)
+        return self.config.voxel_scale_mev
+
+    def _to_units(self, voxels_mev: Tensor, energy_gev: Tensor) -> list[Tensor]:
         """Flat MeV voxels -> per-layer images ``u = (E / scale) ** power``."""
-        u = voxels_mev.clamp_min(0) / self.config.voxel_scale_mev
+        u = voxels_mev.clamp_min(0) / self._voxel_scale(energy_gev)
         if self.config.voxel_power != 1.0:
             u = u.pow(self.config.voxel_power)
         return [u[:, self.geometry.layer_slice(i)].reshape(-1, 1, *layer.shape)
                 for i, layer in enumerate(self.geometry.layers)]
 
-    def _to_mev(self, images: list[Tensor]) -> list[Tensor]:
+    def _to_mev(self, images: list[Tensor], energy_gev: Tensor) -> list[Tensor]:
         """Per-layer images ``u`` -> per-layer MeV images (inverse of :meth:`_to_units`)."""
+        scale = self._voxel_scale(energy_gev)
+        if isinstance(scale, Tensor):
+            scale = scale.reshape(-1, 1, 1, 1)
         out = []
         for u in images:
             if self.config.voxel_power != 1.0:
                 u = u.pow(1.0 / self.config.voxel_power)
-            out.append(u * self.config.voxel_scale_mev)
+            out.append(u * scale)
         return out
+
+    def _log_energy(self, energy_gev: Tensor) -> Tensor:
+        """``(B,)`` GeV -> log energy scaled to [0, 1] over the trained range."""
+        lo, hi = (max(e / _GEV, 1e-6) for e in self.conditioning.energy)
+        span = max(float(np.log(hi / lo)), 1e-6)
+        return torch.log(energy_gev.clamp_min(1e-6) / lo) / span
+
+    def _generate(self, gen: nn.Module, latent: Tensor, energy_gev: Tensor,
+                  angle: Tensor | None) -> list[Tensor]:
+        return gen(latent, energy_gev, angle, self._log_energy(energy_gev))
 
     def _split_conditions(self, conditions: Tensor) -> tuple[Tensor, Tensor | None]:
         energy_gev = conditions[:, 0] / _GEV
@@ -385,7 +436,8 @@ class CaloGAN(GenerativeModel):
         if pieces is not None:
             return pieces
         energy_gev, angle = self._split_conditions(conditions)
-        images = self._to_mev(self.generator(latent, energy_gev, angle))
+        images = self._to_mev(self._generate(self.generator, latent, energy_gev, angle),
+                              energy_gev)
         return torch.cat([x.flatten(1) for x in images], dim=1)
 
     # ---- training ------------------------------------------------------------------------
@@ -401,7 +453,7 @@ class CaloGAN(GenerativeModel):
 
     def _discriminate(self, images: list[Tensor], energy_gev: Tensor,
                       angle: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        mev = self._to_mev(images)
+        mev = self._to_mev(images, energy_gev)
         layer_energies = torch.stack([x.sum(dim=(1, 2, 3)) for x in mev], dim=1) / _GEV
         logit, regression = self.module("discriminator")(images, layer_energies, energy_gev,
                                                          angle)
@@ -409,10 +461,10 @@ class CaloGAN(GenerativeModel):
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, float]:
         c = self.config
-        real = self._to_units(batch["voxels"])
         conditions = batch["conditions"]
         n = len(conditions)
         energy, angle = self._split_conditions(conditions)
+        real = self._to_units(batch["voxels"], energy)
         scale = c.energy_scale_gev
         gen, disc = self.module("generator"), self.module("discriminator")
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
@@ -436,7 +488,7 @@ class CaloGAN(GenerativeModel):
         fc = fake_conditions()
         f_energy, f_angle = self._split_conditions(fc)
         with torch.no_grad():
-            fake = gen(self.draw_latent(n), f_energy, f_angle)
+            fake = self._generate(gen, self.draw_latent(n), f_energy, f_angle)
         opt_d.zero_grad(set_to_none=True)
         logit, reg, _ = self._discriminate(fake, f_energy, f_angle)
         d_fake = F.binary_cross_entropy_with_logits(logit, zeros)
@@ -452,12 +504,13 @@ class CaloGAN(GenerativeModel):
             fc = fake_conditions()
             f_energy, f_angle = self._split_conditions(fc)
             opt_g.zero_grad(set_to_none=True)
-            fake = gen(self.draw_latent(n), f_energy, f_angle)
+            fake = self._generate(gen, self.draw_latent(n), f_energy, f_angle)
             logit, reg, total = self._discriminate(fake, f_energy, f_angle)
             adv = F.binary_cross_entropy_with_logits(logit, ones)
             target = f_energy if c.energy_target == "incident" else (
                 f_energy * self.deposit_fraction)
-            e_loss = F.l1_loss(total, target)
+            e_loss = F.l1_loss(total, target) if c.energy_loss == "absolute" else (
+                ((total - target).abs() / f_energy).mean())
             aux = F.l1_loss(reg, f_energy / scale)
             (adv + c.energy_loss_weight * e_loss + c.aux_loss_weight * aux).backward()
             opt_g.step()
@@ -468,6 +521,7 @@ class CaloGAN(GenerativeModel):
         return {
             "d_loss_real": d_real.item(), "d_loss_fake": d_fake.item(),
             "d_aux": 0.5 * (d_aux_real.item() + d_aux_fake.item()),
-            "g_loss": g_adv, "g_energy_mae_gev": g_energy, "g_aux": g_aux,
+            "g_loss": g_adv, "g_aux": g_aux,
+            ("g_energy_mae_gev" if c.energy_loss == "absolute" else "g_energy_rel"): g_energy,
             "d_real": p_real.item(), "d_fake": p_fake.item(),
         }
