@@ -262,3 +262,42 @@ def test_large_batches_are_generated_in_independent_pieces(model):
         whole = model.decode(latent, cond)
         single = torch.cat([model.decode(latent[i:i + 1], cond[i:i + 1]) for i in (0, 299)])
     torch.testing.assert_close(whole[[0, 299]], single, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_floor_in_the_empty_cells_scales_with_the_incident_energy(relative):
+    # whatever small value the generator leaves in the empty cells (ReLU outputs just
+    # above zero): in fixed units (GeV) it is a fixed number of MeV, so E_tot / E_inc of a
+    # 1 GeV shower is 100 times that of a 100 GeV one (the floor of the first CaloGAN runs:
+    # 7.7 at 1.3 GeV for e+); in units of the incident energy it is the same fraction
+    config = CaloGAN.tiny_config().replace(voxel_relative=relative)
+    model = build_model("calogan", CALOGAN, config, Conditioning(energy=(1e3, 1e5)))
+    floor = [torch.full((2, 1, *layer.shape), 0.05) for layer in CALOGAN.layers]
+    energy_gev = torch.tensor([1.0, 100.0])
+    mev = model._to_mev(floor, energy_gev)
+    response = torch.stack([x.sum(dim=(1, 2, 3)) for x in mev]).sum(dim=0) / (energy_gev * 1e3)
+    ratio = (response[0] / response[1]).item()
+    assert ratio == pytest.approx(1.0 if relative else 100.0, rel=1e-4)
+
+
+def test_relative_energy_loss_and_log_latent_scaling():
+    torch.manual_seed(0)
+    config = CaloGAN.tiny_config().replace(voxel_relative=True, energy_loss="relative",
+                                           latent_scaling="log", energy_input=True)
+    model = build_model("calogan", CALOGAN, config, Conditioning(energy=(1e3, 1e5)))
+    model.configure_optimizers()
+    rng = np.random.default_rng(0)
+    e = rng.uniform(1e3, 1e5, 8).astype(np.float32)
+    voxels = rng.exponential(1.0, (8, CALOGAN.n_voxels)).astype(np.float32)
+    voxels *= (e / voxels.sum(axis=1))[:, None]
+    model.prepare(ShowerSet(CALOGAN, voxels, e))
+    metrics = model.training_step({"voxels": torch.from_numpy(voxels),
+                                   "conditions": torch.from_numpy(e[:, None])}, 1)
+    assert "g_energy_rel" in metrics and np.isfinite(list(metrics.values())).all()
+    # log scaling: the latent keeps at least half its size at the lowest energy
+    log_e = model._log_energy(torch.tensor([1.0, 100.0]))
+    torch.testing.assert_close(log_e, torch.tensor([0.0, 1.0]))
+    with pytest.raises(CaloforgeError, match="latent_scaling"):
+        CaloGANConfig(latent_scaling="sqrt")
+    with pytest.raises(CaloforgeError, match="energy_loss"):
+        CaloGANConfig(energy_loss="squared")

@@ -101,10 +101,12 @@ class CaloGANConfig(ModelConfig):
         well_threshold_gev: ``|E_tot - E|`` above which the indicator feature fires (5).
         voxel_scale_mev, voxel_power: preprocessing ``u = (E / scale) ** power``
             (default 1000 MeV and 0.5; paper 1000 MeV and 1).
-        voxel_relative: the scale is the incident energy, ``u = (E / E_inc) ** power``:
-            the networks see fractions of the requested energy, so whatever the
-            generator emits in an empty cell is a fraction of the incident energy rather
-            than a fixed number of MeV that swamps low-energy showers.
+        voxel_relative: the scale is the mean share of one cell in a shower of the
+            requested energy, ``u = (E / (E_inc f / n_voxels)) ** power`` with ``f`` the
+            mean deposited fraction of the training showers (``voxel_scale_mev`` is then
+            unused): whatever the generator emits in an empty cell is a fraction of the
+            incident energy rather than a fixed number of MeV that swamps low-energy
+            showers, and the untrained generator's total is of the order of ``E_inc``.
         energy_loss: the energy constraint ``lambda_E * mean |E_tot - E_target|`` in GeV
             (``"absolute"``, the paper's) or divided by the incident energy
             (``"relative"``), which weighs a 1 GeV shower like a 100 GeV one.
@@ -382,9 +384,11 @@ class CaloGAN(GenerativeModel):
         self.deposit_fraction.fill_(float(np.mean(fraction)))
 
     def _voxel_scale(self, energy_gev: Tensor) -> Tensor | float:
-        """MeV per network unit: fixed, or the incident energy (``voxel_relative``)."""
+        """MeV per network unit: fixed, or (``voxel_relative``) the mean share of one cell
+        in a shower of this incident energy, ``E_inc * deposit_fraction / n_voxels``."""
         if self.config.voxel_relative:
-            return (energy_gev * _GEV).reshape(-1, 1)
+            share = self.deposit_fraction / self.geometry.n_voxels
+            return (energy_gev * _GEV * share).reshape(-1, 1)
         return self.config.voxel_scale_mev
 
     def _to_units(self, voxels_mev: Tensor, energy_gev: Tensor) -> list[Tensor]:
