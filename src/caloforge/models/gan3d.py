@@ -30,7 +30,11 @@ counts pixels with soft (sigmoid-edged) bins in log10(MeV) so that it has a grad
 hard count has none); the discriminator convolutions may be strided (``disc_strides``) and
 the generator's coarse grid is the target grid divided by ``gen_upsample`` twice, so a
 CPU-sized model (``configs/3dgan_clic51.yaml``) does not run wide filters on all 65025
-cells; generated batches reuse the real batch's conditions in a random order.
+cells; the networks may be restricted to a ``window`` centred on the grid (the first
+3DGAN's 25 x 25 image); the second upsampling may be a sub-pixel convolution
+(``gen_subpixel``, ICNR-initialised) or a resize-convolution with nearest or trilinear
+interpolation (``gen_upsample_mode``); generated batches reuse the real batch's
+conditions in a random order.
 
 Any geometry works: layers of different shapes are padded (bottom/right) to the largest
 ``(rows, cols)``, generated cells outside a layer's grid are masked to zero and cropped
@@ -40,6 +44,11 @@ References:
     Khattak, Vallecorsa, Carminati, "Three Dimensional Energy Parametrized Generative
     Adversarial Networks for Electromagnetic Shower Simulation", 2018 25th IEEE ICIP,
     pp. 3913-3917.
+
+    Aitken et al., "Checkerboard artifact free sub-pixel convolution: A note on sub-pixel
+    convolution, resize convolution and convolution resize", arXiv:1707.02937 (ICNR).
+
+    Odena, Dumoulin, Olah, "Deconvolution and Checkerboard Artifacts", Distill (2016).
 
     Carminati et al., "Generative Adversarial Networks for fast simulation", J. Phys.:
     Conf. Ser. 1525 (2020) 012064 (CHEP 2019).
