@@ -25,17 +25,23 @@ from caloforge.models.gan3d import (
 
 torch.set_num_threads(1)
 
-TINY_CLIC = Geometry(
-    name="tiny-clic-6x6x4",
-    layers=tuple(Layer(f"layer_{i:02d}", (6, 6), (5.1, 5.1), (5.1 * i, 5.1 * (i + 1)))
-                 for i in range(4)),
-    conditions=("energy", "angle"),
-    particles=("eminus",),
-    energy_range=(100.0, 200.0),
-    angle_range=(60.0, 120.0),
-    file_format="3dgan",
-    description="6x6x4 CLIC-like test grid",
-)
+def clic_like(size: int, n_layers: int) -> Geometry:
+    """A CLIC-like test grid of ``size x size`` cells of 5.1 mm and ``n_layers`` layers."""
+    name = f"{size}x{size}x{n_layers}"
+    return Geometry(
+        name=f"tiny-clic-{name}",
+        layers=tuple(Layer(f"layer_{i:02d}", (size, size), (5.1, 5.1),
+                           (5.1 * i, 5.1 * (i + 1))) for i in range(n_layers)),
+        conditions=("energy", "angle"),
+        particles=("eminus",),
+        energy_range=(100.0, 200.0),
+        angle_range=(60.0, 120.0),
+        file_format="3dgan",
+        description=f"{name} CLIC-like test grid",
+    )
+
+
+TINY_CLIC = clic_like(6, 4)
 
 RAGGED = Geometry(
     name="tiny-ragged",
@@ -215,16 +221,7 @@ def test_subpixel_generator_shape_and_sample():
     assert model.training_step(batch_of(showers(TINY_CLIC, 6)), 1)
 
 
-GRID24 = Geometry(
-    name="tiny-clic-24x24x2",
-    layers=tuple(Layer(f"layer_{i:02d}", (24, 24), (5.1, 5.1), (5.1 * i, 5.1 * (i + 1)))
-                 for i in range(2)),
-    conditions=("energy", "angle"),
-    particles=("eminus",),
-    energy_range=(100.0, 200.0),
-    angle_range=(60.0, 120.0),
-    file_format="3dgan",
-)
+GRID24 = clic_like(24, 2)
 
 
 def period3_spike(model: Gan3D, n: int = 32) -> float:
