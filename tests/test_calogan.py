@@ -301,3 +301,28 @@ def test_relative_energy_loss_and_log_latent_scaling():
         CaloGANConfig(latent_scaling="sqrt")
     with pytest.raises(CaloforgeError, match="energy_loss"):
         CaloGANConfig(energy_loss="squared")
+
+
+def test_binned_mean_energy_loss_fixes_means_not_single_showers():
+    torch.manual_seed(0)
+    config = CaloGAN.tiny_config().replace(energy_target="fit", energy_loss="binned_mean",
+                                           energy_loss_bins=2)
+    model = build_model("calogan", CALOGAN, config, Conditioning(energy=(1e3, 1e5)))
+    rng = np.random.default_rng(0)
+    e = np.exp(rng.uniform(np.log(1e3), np.log(1e5), 4000)).astype(np.float32)
+    # a response that falls with energy: 0.5 at 1 GeV to 0.3 at 100 GeV
+    fraction = (0.5 - 0.1 * np.log10(e / 1e3)).astype(np.float32)
+    voxels = np.zeros((len(e), CALOGAN.n_voxels), np.float32)
+    voxels[:, 300] = fraction * e
+    model.prepare(ShowerSet(CALOGAN, voxels, e))
+    gev = torch.tensor([1.0, 10.0, 100.0])
+    torch.testing.assert_close(model.energy_target(gev) / gev, torch.tensor([0.5, 0.4, 0.3]),
+                               atol=0.01, rtol=0)
+    # two showers each 50% off in opposite directions at the same energy cancel in the mean
+    energy = torch.tensor([10.0, 10.0, 80.0, 80.0])
+    target = model.energy_target(energy)
+    assert model._energy_loss(target * torch.tensor([0.5, 1.5, 1.0, 1.0]), energy).item() == (
+        pytest.approx(0.0, abs=1e-6))
+    shifted = model._energy_loss(target * 1.1, energy).item()
+    expected = float((0.1 * target / energy).mean())
+    assert shifted == pytest.approx(expected, rel=1e-4)
