@@ -1,10 +1,10 @@
-"""3DGAN: a 3D-convolutional conditional GAN for high-granularity calorimeters (seed 004).
+"""3DGAN: a 3D-convolutional conditional GAN for high-granularity calorimeters.
 
 The calorimeter is one 3D image ``(rows, cols, layers)`` (x, y transverse, z the depth;
-51 x 51 x 25 for ``clic51``). Written anew in PyTorch after the seed's section 2:
+51 x 51 x 25 for ``clic51``). Written anew in PyTorch after Carminati et al. (2020), section 2:
 
 - Generator: a latent vector (256) multiplied by the primary energy (``E / 100 GeV``,
-  the Hadamard product of the seed) and concatenated with the scaled angle; a dense layer
+  the Hadamard product of the paper) and concatenated with the scaled angle; a dense layer
   to a coarse 3D grid, then four 3D convolutions: ``gen_channels[0]`` filters (paper 64,
   6x6x8 kernels), upsampling, ``gen_channels[1]`` (6, 5x8x8), upsampling,
   ``gen_channels[2]`` (6, 3x5x8) and a single 2x2x2 filter; leaky ReLU after the first
@@ -19,7 +19,7 @@ The calorimeter is one 3D image ``(rows, cols, layers)`` (x, y transverse, z the
   the deposited energy (ECAL sum) against the expected deposit for the requested energy
   and angle (a fit to the training data, :meth:`Gan3D.prepare`), and MAPE of the binned
   pixel-intensity spectrum against the real batch's. ``loss_weights`` are given in the
-  order of the seed's equation (G, P, A, E, B) = (3, 0.1, 25, 0.1, 0.1).
+  order of the paper's equation (G, P, A, E, B) = (3, 0.1, 25, 0.1, 0.1).
 - Training (section 2.4): pixels as ``(E / GeV) ** 0.85`` (not normalised), RMSprop, label
   switching on the discriminator's targets (each label flipped with probability 0.05, as
   the 3DGAN code's ``BitFlip``), one discriminator update on a real batch and one on a
@@ -91,7 +91,7 @@ Triple = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class Gan3DConfig(ModelConfig):
-    """3DGAN settings; defaults follow the seed (section 2.2-2.4).
+    """3DGAN settings; defaults follow Carminati et al. (2020), sections 2.2-2.4.
 
     Attributes:
         latent_size: latent vector size (256).
@@ -130,7 +130,7 @@ class Gan3DConfig(ModelConfig):
         rmsprop_alpha: RMSprop smoothing constant (Keras ``rho`` 0.9).
         generator_steps: generator updates per discriminator step (2).
         loss_weights: (W_G, W_P, W_A, W_E, W_B): real/fake, primary energy, angle,
-            deposited energy, pixel spectrum; the seed's (3, 0.1, 25, 0.1, 0.1).
+            deposited energy, pixel spectrum; the paper's (3, 0.1, 25, 0.1, 0.1).
         label_flip_prob: probability that a discriminator target is switched (0.05).
         voxel_power, voxel_scale_mev: pixels as ``(E / scale) ** power`` (0.85, GeV).
         energy_scale_gev: the latent vector is multiplied by ``E / energy_scale_gev``; the

@@ -1,7 +1,7 @@
 """A conditional Wasserstein GAN with gradient penalty (WGAN-GP) of dense layers.
 
-The model of seed 003 (a dense WGAN for the 89 cells of an ATLAS-like photon cluster),
-with the two steps that seed lists as its next ones: conditioning on the photon energy,
+The model of Klein (2017) (a dense WGAN for the 89 cells of an ATLAS-like photon cluster),
+with the two steps that work lists as its next ones: conditioning on the photon energy,
 and the improved loss with a gradient penalty (Gulrajani et al.). It works for any
 geometry: the cells are a flat vector of ``geometry.n_voxels``.
 
@@ -38,7 +38,7 @@ geometry: the cells are a flat vector of ``geometry.n_voxels``.
   same incident energy. One training step is ``critic_iterations`` critic updates,
   each on its own slice of the loop's batch (the algorithm draws a fresh real batch per
   critic iteration), then one generator update on as many showers as one slice.
-- Energy constraint (seed 003, "we enforced ... the energy of the event"), on when
+- Energy constraint (Klein 2017, "we enforced ... the energy of the event"), on when
   ``energy_loss_weight > 0``: the mean over the generated batch of the relative
   deviation of the generated cluster energy from its target::
 
@@ -66,7 +66,7 @@ References:
     Arjovsky, Chintala, Bottou, "Wasserstein GAN", arXiv:1701.07875.
 
     Klein, "Generative modeling - electromagnetic shower of a calorimeter" (2017), a
-    dense WGAN for an 89-cell ATLAS photon cluster (seed 003).
+    dense WGAN for an 89-cell ATLAS photon cluster.
 """
 
 from __future__ import annotations
