@@ -342,11 +342,14 @@ def test_train_help_lists_the_registered_models():
     assert "3dgan" in COMMANDS["train"][2] and "gan3d" not in COMMANDS["train"][2]
 
 
-def test_subpixel_model_exports_to_onnx_with_parity(tmp_path):
+@pytest.mark.parametrize("changes", [
+    {"gen_subpixel": True, "gen_kernels": ((2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1))},
+    {"window": (4, 4), "gen_upsample_mode": "trilinear"},
+])
+def test_model_exports_to_onnx_with_parity(tmp_path, changes):
     from caloforge.export import export_onnx
 
-    model = tiny_model(gen_subpixel=True, gen_kernels=((2, 2, 2), (2, 2, 2), (2, 2, 2),
-                                                        (1, 1, 1)))
+    model = tiny_model(**changes)
     model.training_step(batch_of(showers(TINY_CLIC, 8)), 1)
     contract = export_onnx(model.eval(), tmp_path / "g.onnx")
     assert contract["parity"]["passed"]
