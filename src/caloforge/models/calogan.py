@@ -39,6 +39,11 @@ Differences from the original, each a config setting (``CaloGANConfig``):
 - Generated batches reuse the real batch's conditions in a random order instead of a
   uniform 1-100 GeV draw, so any training spectrum is followed.
 - Overflow (energy outside the grid) is not generated; files get zeros.
+- Optional (``configs/calogan.yaml`` turns them on): voxels in units of the incident
+  energy (``voxel_relative``) so that what the ReLU outputs leave in empty cells cannot
+  swamp low-energy showers; a relative or per-energy-group mean energy constraint
+  (``energy_loss``, ``energy_target: fit``); a log-energy latent scaling and energy input
+  (``latent_scaling``, ``energy_input``) instead of the Hadamard product with ``E``.
 
 References:
     Paganini, de Oliveira, Nachman, "CaloGAN: Simulating 3D High Energy Particle Showers
