@@ -157,14 +157,18 @@ def test_latent_is_multiplied_by_the_incident_energy(model):
     assert any(not torch.allclose(x, y) for x, y in zip(a, c, strict=True))
 
 
-@pytest.mark.parametrize("power", [1.0, 0.5])
-def test_preprocessing_is_invertible(power):
+@pytest.mark.parametrize(("power", "relative"), [(1.0, False), (0.5, False), (0.5, True)])
+def test_preprocessing_is_invertible(power, relative):
     torch.manual_seed(0)
-    m = build_model("calogan", CALOGAN, CaloGANConfig(latent_size=8, voxel_power=power),
-                    Conditioning())
+    config = CaloGANConfig(latent_size=8, voxel_power=power, voxel_relative=relative)
+    m = build_model("calogan", CALOGAN, config, Conditioning())
     x = torch.rand(3, CALOGAN.n_voxels) * 1e4 * (torch.rand(3, CALOGAN.n_voxels) < 0.4)
-    back = torch.cat([u.flatten(1) for u in m._to_mev(m._to_units(x))], dim=1)
+    energy_gev = torch.tensor([2.0, 30.0, 90.0])
+    units = m._to_units(x, energy_gev)
+    back = torch.cat([u.flatten(1) for u in m._to_mev(units, energy_gev)], dim=1)
     torch.testing.assert_close(back, x, rtol=1e-5, atol=1e-3)
+    if relative:  # units are fractions of the incident energy: the same at any energy
+        torch.testing.assert_close(m._to_units(x * 10, energy_gev * 10)[1], units[1])
 
 
 def test_prepare_learns_the_deposited_fraction(model):
@@ -258,3 +262,67 @@ def test_large_batches_are_generated_in_independent_pieces(model):
         whole = model.decode(latent, cond)
         single = torch.cat([model.decode(latent[i:i + 1], cond[i:i + 1]) for i in (0, 299)])
     torch.testing.assert_close(whole[[0, 299]], single, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_floor_in_the_empty_cells_scales_with_the_incident_energy(relative):
+    # whatever small value the generator leaves in the empty cells (ReLU outputs just
+    # above zero): in fixed units (GeV) it is a fixed number of MeV, so E_tot / E_inc of a
+    # 1 GeV shower is 100 times that of a 100 GeV one (the floor of the first CaloGAN runs:
+    # 7.7 at 1.3 GeV for e+); in units of the incident energy it is the same fraction
+    config = CaloGAN.tiny_config().replace(voxel_relative=relative)
+    model = build_model("calogan", CALOGAN, config, Conditioning(energy=(1e3, 1e5)))
+    floor = [torch.full((2, 1, *layer.shape), 0.05) for layer in CALOGAN.layers]
+    energy_gev = torch.tensor([1.0, 100.0])
+    mev = model._to_mev(floor, energy_gev)
+    response = torch.stack([x.sum(dim=(1, 2, 3)) for x in mev]).sum(dim=0) / (energy_gev * 1e3)
+    ratio = (response[0] / response[1]).item()
+    assert ratio == pytest.approx(1.0 if relative else 100.0, rel=1e-4)
+
+
+def test_relative_energy_loss_and_log_latent_scaling():
+    torch.manual_seed(0)
+    config = CaloGAN.tiny_config().replace(voxel_relative=True, energy_loss="relative",
+                                           latent_scaling="log", energy_input=True)
+    model = build_model("calogan", CALOGAN, config, Conditioning(energy=(1e3, 1e5)))
+    model.configure_optimizers()
+    rng = np.random.default_rng(0)
+    e = rng.uniform(1e3, 1e5, 8).astype(np.float32)
+    voxels = rng.exponential(1.0, (8, CALOGAN.n_voxels)).astype(np.float32)
+    voxels *= (e / voxels.sum(axis=1))[:, None]
+    model.prepare(ShowerSet(CALOGAN, voxels, e))
+    metrics = model.training_step({"voxels": torch.from_numpy(voxels),
+                                   "conditions": torch.from_numpy(e[:, None])}, 1)
+    assert "g_energy_rel" in metrics and np.isfinite(list(metrics.values())).all()
+    # log scaling: the latent keeps at least half its size at the lowest energy
+    log_e = model._log_energy(torch.tensor([1.0, 100.0]))
+    torch.testing.assert_close(log_e, torch.tensor([0.0, 1.0]))
+    with pytest.raises(CaloforgeError, match="latent_scaling"):
+        CaloGANConfig(latent_scaling="sqrt")
+    with pytest.raises(CaloforgeError, match="energy_loss"):
+        CaloGANConfig(energy_loss="squared")
+
+
+def test_binned_mean_energy_loss_fixes_means_not_single_showers():
+    torch.manual_seed(0)
+    config = CaloGAN.tiny_config().replace(energy_target="fit", energy_loss="binned_mean",
+                                           energy_loss_bins=2)
+    model = build_model("calogan", CALOGAN, config, Conditioning(energy=(1e3, 1e5)))
+    rng = np.random.default_rng(0)
+    e = np.exp(rng.uniform(np.log(1e3), np.log(1e5), 4000)).astype(np.float32)
+    # a response that falls with energy: 0.5 at 1 GeV to 0.3 at 100 GeV
+    fraction = (0.5 - 0.1 * np.log10(e / 1e3)).astype(np.float32)
+    voxels = np.zeros((len(e), CALOGAN.n_voxels), np.float32)
+    voxels[:, 300] = fraction * e
+    model.prepare(ShowerSet(CALOGAN, voxels, e))
+    gev = torch.tensor([1.0, 10.0, 100.0])
+    torch.testing.assert_close(model.energy_target(gev) / gev, torch.tensor([0.5, 0.4, 0.3]),
+                               atol=0.01, rtol=0)
+    # two showers each 50% off in opposite directions at the same energy cancel in the mean
+    energy = torch.tensor([10.0, 10.0, 80.0, 80.0])
+    target = model.energy_target(energy)
+    assert model._energy_loss(target * torch.tensor([0.5, 1.5, 1.0, 1.0]), energy).item() == (
+        pytest.approx(0.0, abs=1e-6))
+    shifted = model._energy_loss(target * 1.1, energy).item()
+    expected = float((0.1 * target / energy).mean())
+    assert shifted == pytest.approx(expected, rel=1e-4)

@@ -39,6 +39,11 @@ Differences from the original, each a config setting (``CaloGANConfig``):
 - Generated batches reuse the real batch's conditions in a random order instead of a
   uniform 1-100 GeV draw, so any training spectrum is followed.
 - Overflow (energy outside the grid) is not generated; files get zeros.
+- Optional (``configs/calogan.yaml`` turns them on): voxels in units of the incident
+  energy (``voxel_relative``) so that what the ReLU outputs leave in empty cells cannot
+  swamp low-energy showers; a relative or per-energy-group mean energy constraint
+  (``energy_loss``, ``energy_target: fit``); a log-energy latent scaling and energy input
+  (``latent_scaling``, ``energy_input``) instead of the Hadamard product with ``E``.
 
 References:
     Paganini, de Oliveira, Nachman, "CaloGAN: Simulating 3D High Energy Particle Showers
@@ -70,11 +75,12 @@ from caloforge.models.layers import (
     MinibatchDiscrimination,
     batch_norm_2d,
 )
-from caloforge.units import mev_to_gev
+from caloforge.units import gev_to_mev, mev_to_gev
 
 __all__ = ["CaloGANConfig", "CaloGAN", "CaloGANGenerator", "CaloGANDiscriminator"]
 
 _CPU_CHUNK = 256  # showers per generator pass in CPU inference
+_FIT_BINS = 16  # log-energy bins of the deposited-fraction table (energy_target "fit")
 
 
 @dataclass(frozen=True)
@@ -96,12 +102,36 @@ class CaloGANConfig(ModelConfig):
         generator_steps: generator updates per step (2).
         energy_loss_weight: lambda_E of the energy constraint in GeV (0.05).
         aux_loss_weight: weight of the auxiliary energy regression (0.05).
-        energy_target: ``"incident"`` (paper) or ``"data"`` (requested energy times the
-            training showers' mean deposited fraction).
+        energy_target: ``"incident"`` (paper), ``"data"`` (requested energy times the
+            training showers' mean deposited fraction) or ``"fit"`` (times the mean
+            deposited fraction of the training showers in 16 bins of log energy,
+            interpolated linearly between bin centres, for a response that changes with
+            energy: pi+).
         energy_scale_gev: the latent vector is multiplied by ``E / energy_scale_gev``.
         well_threshold_gev: ``|E_tot - E|`` above which the indicator feature fires (5).
         voxel_scale_mev, voxel_power: preprocessing ``u = (E / scale) ** power``
             (default 1000 MeV and 0.5; paper 1000 MeV and 1).
+        voxel_relative: the scale is the mean share of one cell in a shower of the
+            requested energy, ``u = (E / (E_inc f / n_voxels)) ** power`` with ``f`` the
+            mean deposited fraction of the training showers (``voxel_scale_mev`` is then
+            unused): whatever the generator emits in an empty cell is a fraction of the
+            incident energy rather than a fixed number of MeV that swamps low-energy
+            showers, and the untrained generator's total is of the order of ``E_inc``.
+        energy_loss: the energy constraint ``lambda_E * mean |E_tot - E_target|`` in GeV
+            (``"absolute"``, the paper's) or divided by the incident energy
+            (``"relative"``), which weighs a 1 GeV shower like a 100 GeV one; or
+            ``"binned_mean"``: the batch sorted by energy into ``energy_loss_bins``
+            groups, ``mean_groups |mean_group (E_tot - E_target) / E_inc|``, which fixes
+            the mean response per energy without pulling every shower to the target
+            (a per-shower L1 pulls to the median and narrows a broad response: pi+).
+        energy_loss_bins: groups of ``"binned_mean"``.
+        latent_scaling: the latent vector is multiplied by ``E / energy_scale_gev``
+            (``"linear"``, the paper's Hadamard product: at 1 GeV the latent is 100 times
+            smaller than at 100 GeV, and low-energy showers lose their fluctuations) or
+            by ``0.5 + 0.5 * l`` with ``l`` the log energy scaled to [0, 1] over the
+            trained range (``"log"``).
+        energy_input: also give the generator the log energy scaled to [-1, 1] over the
+            trained range, beside the latent vector.
     """
 
     latent_size: int = 128
@@ -127,14 +157,26 @@ class CaloGANConfig(ModelConfig):
     well_threshold_gev: float = 5.0
     voxel_scale_mev: float = 1000.0
     voxel_power: float = 0.5
+    voxel_relative: bool = False
+    energy_loss: str = "absolute"
+    energy_loss_bins: int = 4
+    latent_scaling: str = "linear"
+    energy_input: bool = False
 
     def __post_init__(self) -> None:
-        if self.energy_target not in ("data", "incident"):
-            raise CaloforgeError(
-                f"calogan energy_target must be 'data' or 'incident', got {self.energy_target!r}"
-            )
+        if self.energy_target not in ("data", "incident", "fit"):
+            raise CaloforgeError("calogan energy_target must be 'data', 'incident' or 'fit', "
+                                 f"got {self.energy_target!r}")
         if self.voxel_power <= 0 or self.voxel_scale_mev <= 0:
             raise CaloforgeError("calogan voxel_power and voxel_scale_mev must be positive")
+        if self.energy_loss not in ("absolute", "relative", "binned_mean"):
+            raise CaloforgeError("calogan energy_loss must be 'absolute', 'relative' or "
+                                 f"'binned_mean', got {self.energy_loss!r}")
+        if self.energy_loss_bins < 1:
+            raise CaloforgeError("calogan energy_loss_bins must be at least 1")
+        if self.latent_scaling not in ("linear", "log"):
+            raise CaloforgeError("calogan latent_scaling must be 'linear' or 'log', "
+                                 f"got {self.latent_scaling!r}")
         for name in ("latent_size", "generator_steps"):
             if getattr(self, name) < 1:
                 raise CaloforgeError(f"calogan {name} must be at least 1")
@@ -230,7 +272,7 @@ class CaloGANGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.has_angle = "angle" in geometry.conditions
-        in_features = cfg.latent_size + int(self.has_angle)
+        in_features = cfg.latent_size + int(self.has_angle) + int(cfg.energy_input)
         self.streams = nn.ModuleList(
             _GeneratorStream(in_features, layer.shape, cfg) for layer in geometry.layers
         )
@@ -239,10 +281,18 @@ class CaloGANGenerator(nn.Module):
         ) if cfg.attention else None
 
     def forward(self, latent: Tensor, energy_gev: Tensor,
-                angle_scaled: Tensor | None = None) -> list[Tensor]:
-        h = latent * (energy_gev / self.cfg.energy_scale_gev).unsqueeze(1)
+                angle_scaled: Tensor | None = None,
+                log_energy: Tensor | None = None) -> list[Tensor]:
+        """``log_energy``: ``(B,)`` log energy scaled to [0, 1] over the trained range,
+        needed with ``latent_scaling: log`` or ``energy_input``."""
+        if self.cfg.latent_scaling == "log":
+            h = latent * (0.5 + 0.5 * log_energy).unsqueeze(1)
+        else:
+            h = latent * (energy_gev / self.cfg.energy_scale_gev).unsqueeze(1)
         if self.has_angle:
             h = torch.cat([h, angle_scaled.unsqueeze(1)], dim=1)
+        if self.cfg.energy_input:
+            h = torch.cat([h, 2.0 * log_energy.unsqueeze(1) - 1.0], dim=1)
         images = []
         for i, stream in enumerate(self.streams):
             x = stream(h)
@@ -330,7 +380,8 @@ class CaloGAN(GenerativeModel):
     Config = CaloGANConfig
     wrapped_names = ("generator", "discriminator")
     condition_sets = (("energy",), ("energy", "angle"))
-    progress_metrics = ("d_loss_real", "d_loss_fake", "g_loss", "g_energy_mae_gev")
+    progress_metrics = ("d_loss_real", "d_loss_fake", "g_loss", "g_energy_mae_gev",
+                        "g_energy_rel")
 
     @classmethod
     def tiny_config(cls) -> CaloGANConfig:
@@ -344,23 +395,51 @@ class CaloGAN(GenerativeModel):
         self.discriminator = CaloGANDiscriminator(geometry, config)
         # mean of (deposited energy / incident energy) in the training data; see prepare()
         self.register_buffer("deposit_fraction", torch.tensor(1.0))
+        # mean deposited fraction in _FIT_BINS bins of the scaled log energy (target "fit")
+        self.register_buffer("deposit_table", torch.ones(_FIT_BINS))
 
     # ---- preprocessing -----------------------------------------------------------------
 
     def prepare(self, showers: ShowerSet) -> None:
         fraction = showers.total_energy() / showers.incident_energy
         self.deposit_fraction.fill_(float(np.mean(fraction)))
+        log_e = self._log_energy(torch.as_tensor(mev_to_gev(showers.incident_energy))).numpy()
+        which = np.clip((log_e * _FIT_BINS).astype(int), 0, _FIT_BINS - 1)
+        counts = np.bincount(which, minlength=_FIT_BINS)
+        sums = np.bincount(which, weights=fraction, minlength=_FIT_BINS)
+        table = np.where(counts > 0, sums / np.maximum(counts, 1), np.mean(fraction))
+        self.deposit_table.copy_(torch.as_tensor(table, dtype=torch.float32))
 
-    def _to_units(self, voxels_mev: Tensor) -> list[Tensor]:
+    def _voxel_scale(self, energy_gev: Tensor) -> Tensor | float:
+        """MeV per network unit: fixed, or (``voxel_relative``) the mean share of one cell
+        in a shower of this incident energy, ``E_inc * deposit_fraction / n_voxels``."""
+        if self.config.voxel_relative:
+            share = self.deposit_fraction / self.geometry.n_voxels
+            return (gev_to_mev(energy_gev) * share).reshape(-1, 1)
+        return self.config.voxel_scale_mev
+
+    def _to_units(self, voxels_mev: Tensor, energy_gev: Tensor) -> list[Tensor]:
         """Flat MeV voxels -> per-layer images ``u = (E / scale) ** power``."""
-        u = power_scale(voxels_mev, self.config.voxel_power, self.config.voxel_scale_mev)
+        u = power_scale(voxels_mev, self.config.voxel_power, self._voxel_scale(energy_gev))
         return [u[:, self.geometry.layer_slice(i)].reshape(-1, 1, *layer.shape)
                 for i, layer in enumerate(self.geometry.layers)]
 
-    def _to_mev(self, images: list[Tensor]) -> list[Tensor]:
+    def _to_mev(self, images: list[Tensor], energy_gev: Tensor) -> list[Tensor]:
         """Per-layer images ``u`` -> per-layer MeV images (inverse of :meth:`_to_units`)."""
-        return [power_unscale(u, self.config.voxel_power, self.config.voxel_scale_mev)
-                for u in images]
+        scale = self._voxel_scale(energy_gev)
+        if isinstance(scale, Tensor):
+            scale = scale.reshape(-1, 1, 1, 1)
+        return [power_unscale(u, self.config.voxel_power, scale) for u in images]
+
+    def _log_energy(self, energy_gev: Tensor) -> Tensor:
+        """``(B,)`` GeV -> log energy scaled to [0, 1] over the trained range."""
+        lo, hi = (max(mev_to_gev(e), 1e-6) for e in self.conditioning.energy)
+        span = max(float(np.log(hi / lo)), 1e-6)
+        return torch.log(energy_gev.clamp_min(1e-6) / lo) / span
+
+    def _generate(self, gen: nn.Module, latent: Tensor, energy_gev: Tensor,
+                  angle: Tensor | None) -> list[Tensor]:
+        return gen(latent, energy_gev, angle, self._log_energy(energy_gev))
 
     def _split_conditions(self, conditions: Tensor) -> tuple[Tensor, Tensor | None]:
         energy_gev = mev_to_gev(conditions[:, 0])
@@ -380,7 +459,8 @@ class CaloGAN(GenerativeModel):
         if pieces is not None:
             return pieces
         energy_gev, angle = self._split_conditions(conditions)
-        images = self._to_mev(self.generator(latent, energy_gev, angle))
+        images = self._to_mev(self._generate(self.generator, latent, energy_gev, angle),
+                              energy_gev)
         return torch.cat([x.flatten(1) for x in images], dim=1)
 
     # ---- training ------------------------------------------------------------------------
@@ -396,18 +476,42 @@ class CaloGAN(GenerativeModel):
 
     def _discriminate(self, images: list[Tensor], energy_gev: Tensor,
                       angle: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        mev = self._to_mev(images)
+        mev = self._to_mev(images, energy_gev)
         layer_energies = mev_to_gev(torch.stack([x.sum(dim=(1, 2, 3)) for x in mev], dim=1))
         logit, regression = self.module("discriminator")(images, layer_energies, energy_gev,
                                                          angle)
         return logit, regression, layer_energies.sum(dim=1)
 
+    def energy_target(self, energy_gev: Tensor) -> Tensor:
+        """Target of the generated total in GeV for incident energies in GeV."""
+        if self.config.energy_target == "incident":
+            return energy_gev
+        if self.config.energy_target == "data":
+            return energy_gev * self.deposit_fraction
+        # linear interpolation between bin centres, constant beyond the outer ones
+        x = (self._log_energy(energy_gev) * _FIT_BINS - 0.5).clamp(0, _FIT_BINS - 1)
+        lo = x.floor().long().clamp_max(_FIT_BINS - 2)
+        w = x - lo
+        return energy_gev * ((1 - w) * self.deposit_table[lo] + w * self.deposit_table[lo + 1])
+
+    def _energy_loss(self, total: Tensor, energy_gev: Tensor) -> Tensor:
+        """The energy constraint (before ``energy_loss_weight``; see the config)."""
+        residual = total - self.energy_target(energy_gev)
+        if self.config.energy_loss == "absolute":
+            return residual.abs().mean()
+        relative = residual / energy_gev
+        if self.config.energy_loss == "relative":
+            return relative.abs().mean()
+        groups = relative[torch.argsort(energy_gev)].tensor_split(
+            min(self.config.energy_loss_bins, len(relative)))
+        return torch.stack([g.mean().abs() for g in groups]).mean()
+
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, float]:
         c = self.config
-        real = self._to_units(batch["voxels"])
         conditions = batch["conditions"]
         n = len(conditions)
         energy, angle = self._split_conditions(conditions)
+        real = self._to_units(batch["voxels"], energy)
         scale = c.energy_scale_gev
         gen, disc = self.module("generator"), self.module("discriminator")
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
@@ -431,7 +535,7 @@ class CaloGAN(GenerativeModel):
         fc = fake_conditions()
         f_energy, f_angle = self._split_conditions(fc)
         with torch.no_grad():
-            fake = gen(self.draw_latent(n), f_energy, f_angle)
+            fake = self._generate(gen, self.draw_latent(n), f_energy, f_angle)
         opt_d.zero_grad(set_to_none=True)
         logit, reg, _ = self._discriminate(fake, f_energy, f_angle)
         d_fake = F.binary_cross_entropy_with_logits(logit, zeros)
@@ -447,12 +551,10 @@ class CaloGAN(GenerativeModel):
             fc = fake_conditions()
             f_energy, f_angle = self._split_conditions(fc)
             opt_g.zero_grad(set_to_none=True)
-            fake = gen(self.draw_latent(n), f_energy, f_angle)
+            fake = self._generate(gen, self.draw_latent(n), f_energy, f_angle)
             logit, reg, total = self._discriminate(fake, f_energy, f_angle)
             adv = F.binary_cross_entropy_with_logits(logit, ones)
-            target = f_energy if c.energy_target == "incident" else (
-                f_energy * self.deposit_fraction)
-            e_loss = F.l1_loss(total, target)
+            e_loss = self._energy_loss(total, f_energy)
             aux = F.l1_loss(reg, f_energy / scale)
             (adv + c.energy_loss_weight * e_loss + c.aux_loss_weight * aux).backward()
             opt_g.step()
@@ -463,6 +565,7 @@ class CaloGAN(GenerativeModel):
         return {
             "d_loss_real": d_real.item(), "d_loss_fake": d_fake.item(),
             "d_aux": 0.5 * (d_aux_real.item() + d_aux_fake.item()),
-            "g_loss": g_adv, "g_energy_mae_gev": g_energy, "g_aux": g_aux,
+            "g_loss": g_adv, "g_aux": g_aux,
+            ("g_energy_mae_gev" if c.energy_loss == "absolute" else "g_energy_rel"): g_energy,
             "d_real": p_real.item(), "d_fake": p_fake.item(),
         }

@@ -31,7 +31,11 @@ counts pixels with soft (sigmoid-edged) bins in log10(MeV) so that it has a grad
 hard count has none); the discriminator convolutions may be strided (``disc_strides``) and
 the generator's coarse grid is the target grid divided by ``gen_upsample`` twice, so a
 CPU-sized model (``configs/3dgan_clic51.yaml``) does not run wide filters on all 65025
-cells; generated batches reuse the real batch's conditions in a random order.
+cells; the networks may be restricted to a ``window`` centred on the grid (the first
+3DGAN's 25 x 25 image); the second upsampling may be a sub-pixel convolution
+(``gen_subpixel``, ICNR-initialised) or a resize-convolution with nearest or trilinear
+interpolation (``gen_upsample_mode``); generated batches reuse the real batch's
+conditions in a random order.
 
 Any geometry works: layers of different shapes are padded (bottom/right) to the largest
 ``(rows, cols)``, generated cells outside a layer's grid are masked to zero and cropped
@@ -41,6 +45,11 @@ References:
     Khattak, Vallecorsa, Carminati, "Three Dimensional Energy Parametrized Generative
     Adversarial Networks for Electromagnetic Shower Simulation", 2018 25th IEEE ICIP,
     pp. 3913-3917.
+
+    Aitken et al., "Checkerboard artifact free sub-pixel convolution: A note on sub-pixel
+    convolution, resize convolution and convolution resize", arXiv:1707.02937 (ICNR).
+
+    Odena, Dumoulin, Olah, "Deconvolution and Checkerboard Artifacts", Distill (2016).
 
     Carminati et al., "Generative Adversarial Networks for fast simulation", J. Phys.:
     Conf. Ser. 1525 (2020) 012064 (CHEP 2019).
@@ -95,11 +104,23 @@ class Gan3DConfig(ModelConfig):
             (x, y, z): (6,6,8), (5,8,8), (3,5,8), (2,2,2).
         gen_upsample: upsampling factor per axis of each of the two upsampling steps; the
             coarse grid is ``ceil(size / factor**2)``.
-        gen_subpixel: the second upsampling is learnt instead of repeating cells: the third
+        gen_upsample_mode: how the grids are enlarged before a convolution: ``"nearest"``
+            (cells repeated, as Keras ``UpSampling3D`` in the paper) or ``"trilinear"``
+            (a resize-convolution: smooth interpolation, then the convolution).
+        gen_subpixel: the second upsampling is learnt instead of resized: the third
             convolution runs on the middle grid with ``gen_channels[2] * prod(gen_upsample)``
             filters whose outputs are laid out as the sub-cells of the full grid (a
-            sub-pixel convolution, i.e. a strided transposed convolution). Much cheaper on
-            a CPU than a convolution over all cells of the full grid.
+            sub-pixel convolution, i.e. a strided transposed convolution). Cheaper on a CPU
+            than a convolution over all cells of the full grid, but each sub-cell has its
+            own filters: randomly initialised, they print a periodic pattern with the
+            upsampling's period over the whole grid (Odena et al.; Aitken et al.).
+        gen_icnr: initialise the sub-pixel filters of every sub-cell alike (ICNR, Aitken
+            et al.), so that the sub-pixel convolution starts as a resize-convolution with
+            nearest-neighbour upsampling and no periodic pattern.
+        window: ``(rows, cols)`` of a window centred on the grid (the showers are centred
+            on their barycentre) to which generator and discriminator are restricted; cells
+            outside it are generated as zeros. ``(0, 0)``: the whole grid. The first 3DGAN
+            (Khattak et al. 2018) used such a 25 x 25 window of the 51 x 51 grid.
         disc_channels: filters of the four discriminator convolutions (16 each).
         disc_kernels: their kernels (5,6,6 each).
         disc_strides: their strides (1 in the paper).
@@ -128,7 +149,10 @@ class Gan3DConfig(ModelConfig):
     gen_channels: Triple = (64, 6, 6)
     gen_kernels: tuple[Triple, ...] = ((6, 6, 8), (5, 8, 8), (3, 5, 8), (2, 2, 2))
     gen_upsample: Triple = (3, 3, 2)
+    gen_upsample_mode: str = "nearest"
     gen_subpixel: bool = False
+    gen_icnr: bool = True
+    window: tuple[int, int] = (0, 0)
     disc_channels: tuple[int, int, int, int] = (16, 16, 16, 16)
     disc_kernels: tuple[Triple, ...] = ((5, 6, 6),) * 4
     disc_strides: tuple[int, int, int, int] = (1, 1, 1, 1)
@@ -160,6 +184,11 @@ class Gan3DConfig(ModelConfig):
                 raise CaloforgeError(f"3dgan {name} must be at least 1")
         if min(self.gen_channels) < 1 or min(self.disc_channels) < 1:
             raise CaloforgeError("3dgan channel counts must be at least 1")
+        if len(self.window) != 2 or min(self.window) < 0:
+            raise CaloforgeError("3dgan window must be [rows, cols] >= 0 ([0, 0]: no window)")
+        if self.gen_upsample_mode not in ("nearest", "trilinear"):
+            raise CaloforgeError("3dgan gen_upsample_mode must be 'nearest' or 'trilinear', "
+                                 f"got {self.gen_upsample_mode!r}")
         if min(self.gen_upsample) < 1 or min(self.disc_strides) < 1:
             raise CaloforgeError("3dgan gen_upsample and disc_strides must be at least 1")
         if self.voxel_power <= 0 or self.voxel_scale_mev <= 0:
@@ -262,6 +291,17 @@ class _Conv3d(nn.Module):
         return self.conv(F.pad(x, self.pad))
 
 
+def _icnr_(conv: nn.Conv3d, n_sub: int) -> None:
+    """ICNR initialisation (Aitken et al., arXiv:1707.02937) of a sub-pixel convolution
+    whose output channel ``ch * n_sub + sub`` is sub-cell ``sub`` of channel ``ch``: one
+    kernel per channel, copied to all its sub-cells."""
+    with torch.no_grad():
+        base = conv.weight[::n_sub].clone()
+        conv.weight.copy_(base.repeat_interleave(n_sub, dim=0))
+        if conv.bias is not None:
+            conv.bias.copy_(conv.bias[::n_sub].repeat_interleave(n_sub))
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -295,8 +335,13 @@ class Gan3DGenerator(nn.Module):
         self.bn2 = nn.BatchNorm3d(c2, momentum=cfg.bn_momentum)
         self.subpixel = cfg.gen_subpixel
         self.conv3 = _Conv3d(c2, c3 * int(np.prod(up)) if self.subpixel else c3, k3)
+        if self.subpixel and cfg.gen_icnr:
+            _icnr_(self.conv3.conv, int(np.prod(up)))
         self.conv4 = _Conv3d(c3, 1, k4, bias=False)
         nn.init.xavier_normal_(self.conv4.conv.weight)
+        self.resize = {"mode": cfg.gen_upsample_mode}
+        if cfg.gen_upsample_mode == "trilinear":
+            self.resize["align_corners"] = False
         self.masked = not bool(mask.all())
         self.register_buffer("mask", mask.reshape(1, 1, *self.grid).float(), persistent=False)
 
@@ -320,12 +365,12 @@ class Gan3DGenerator(nn.Module):
             h = torch.cat([h, angle_scaled.unsqueeze(1)], dim=1)
         x = self.dense(h).reshape(-1, self.cfg.dense_channels, *self.base)
         x = self.bn1(F.leaky_relu(self.conv1(x), s))
-        x = F.interpolate(x, size=self.mid, mode="nearest")
+        x = F.interpolate(x, size=self.mid, **self.resize)
         x = self.bn2(F.leaky_relu(self.conv2(x), s))
         if self.subpixel:
             x = self._shuffle(self.conv3(x))
         else:
-            x = self.conv3(F.interpolate(x, size=self.grid, mode="nearest"))
+            x = self.conv3(F.interpolate(x, size=self.grid, **self.resize))
         x = F.leaky_relu(x, s)
         x = F.relu(self.conv4(x))
         return x * self.mask if self.masked else x
@@ -400,15 +445,22 @@ class Gan3D(GenerativeModel):
         rows = max(layer.shape[0] for layer in geometry.layers)
         cols = max(layer.shape[1] for layer in geometry.layers)
         self.grid: Triple = (rows, cols, geometry.n_layers)
+        # the window the networks see (the whole grid unless config.window is set)
+        wr, wc = (min(w, n) if w else n for w, n in zip(config.window, (rows, cols),
+                                                         strict=True))
+        r0, c0 = (rows - wr) // 2, (cols - wc) // 2
+        self.window = (slice(r0, r0 + wr), slice(c0, c0 + wc))
+        self.window_pad = (0, 0, c0, cols - c0 - wc, r0, rows - r0 - wr)
+        net_grid: Triple = (wr, wc, geometry.n_layers)
         self.uniform = all(layer.shape == (rows, cols) for layer in geometry.layers)
         mask = torch.zeros(self.grid, dtype=torch.bool)
         for i, layer in enumerate(geometry.layers):
             mask[:layer.shape[0], :layer.shape[1], i] = True
         e_lo, e_hi = conditioning.energy
         a_lo, a_hi = conditioning.angle or (90.0, 90.0)
-        self.generator = Gan3DGenerator(self.grid, mask, True, config)
+        self.generator = Gan3DGenerator(net_grid, mask[self.window], True, config)
         self.discriminator = Gan3DDiscriminator(
-            self.grid, config,
+            net_grid, config,
             energy_init=mev_to_gev(0.5 * (e_lo + e_hi)) / config.energy_scale_gev,
             angle_init=math.radians(0.5 * (a_lo + a_hi)))
         # expected deposited fraction (ECAL sum / E) = c0 + c1 a + c2 a^2 with a the scaled
@@ -429,6 +481,14 @@ class Gan3D(GenerativeModel):
             x = voxels[:, self.geometry.layer_slice(i)].reshape(b, r, c)
             planes.append(F.pad(x, (0, cols - c, 0, rows - r)))
         return torch.stack(planes, dim=-1).unsqueeze(1)
+
+    def crop(self, grid: Tensor) -> Tensor:
+        """Full grids ``(B, 1, rows, cols, layers)`` -> the networks' window."""
+        return grid[:, :, self.window[0], self.window[1]]
+
+    def uncrop(self, window: Tensor) -> Tensor:
+        """The networks' window -> full grids, zeros outside (inverse of :meth:`crop`)."""
+        return F.pad(window, self.window_pad) if any(self.window_pad) else window
 
     def grid_to_voxels(self, grid: Tensor) -> Tensor:
         """Inverse of :meth:`voxels_to_grid`: crop each layer and flatten."""
@@ -477,7 +537,7 @@ class Gan3D(GenerativeModel):
             return pieces
         units = self.generator(latent, mev_to_gev(conditions[:, 0]),
                                self._scaled_angle(conditions[:, 1]))
-        return self.grid_to_voxels(self._mev(units))
+        return self.grid_to_voxels(self.uncrop(self._mev(units)))
 
     # ---- training ----------------------------------------------------------------------------
 
@@ -499,7 +559,7 @@ class Gan3D(GenerativeModel):
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, float]:
         c = self.config
         w_g, w_p, w_a, w_e, w_b = c.loss_weights
-        real = self._units(self.voxels_to_grid(batch["voxels"]))
+        real = self._units(self.crop(self.voxels_to_grid(batch["voxels"])))
         conditions = batch["conditions"]
         n = conditions.shape[0]
         gen, disc = self.module("generator"), self.module("discriminator")

@@ -14,6 +14,13 @@ conditioning on the photon energy, and the improved loss with a gradient penalty
 
   so every cell is O(1) whatever its mean (the presampler sees ~1e-4 of the energy, the
   hottest middle cell ~0.5). The inverse is exact; zeros stay zeros.
+- Response coordinate (``response_coordinate``): the cells are fractions of the shower's
+  own total (``s_i`` the mean of ``E_i / E_tot``) and one more coordinate holds the
+  standardised response ``r = (E_tot / E_inc - mu) / sigma``; the generator emits it
+  beside the cells (its cells are renormalised to a shape), and the critic and its
+  gradient penalty see it like a cell. Without it a one-sigma change of the response
+  (1.3% for atlas89 photons) moves a shower by ~0.06 in cell units, too little for a
+  critic of unit slope to see the response's width.
 - Condition: ``c = 2 (log E - log E_lo) / (log E_hi - log E_lo) - 1`` over the trained
   energy range, concatenated to the latent vector (generator) and to the cells (critic).
 - Generator: ``[z, c]`` -> dense layers with LeakyReLU -> ``n_voxels`` -> ReLU (exact
@@ -105,6 +112,13 @@ class WGANConfig(ModelConfig):
         energy_loss_weight: weight of the energy constraint ``L_E`` (0: off).
         energy_target: ``"data"`` (E_inc times the mean deposited fraction of the
             training showers) or ``"incident"`` (E_inc).
+        response_coordinate: represent a shower as its normalised shape ``E_i / E_tot``
+            (cells scaled as above with ``s_i`` the mean shape fraction) plus one more
+            coordinate, its standardised response ``r = (E_tot / E_inc - mu) / sigma``:
+            the generator emits ``r`` beside the cells, the critic reads it and the
+            gradient penalty bounds the critic's slope in ``r`` like in any cell. Without
+            it, a 1-sigma change of the response moves a shower by ~0.06 in cell units
+            (atlas89 photons), so the 1-Lipschitz critic cannot see the response's width.
     """
 
     latent_size: int = 64
@@ -120,6 +134,7 @@ class WGANConfig(ModelConfig):
     critic_energy_features: bool = True
     energy_loss_weight: float = 0.0
     energy_target: str = "data"
+    response_coordinate: bool = False
 
     def __post_init__(self) -> None:
         if self.energy_target not in ("data", "incident"):
@@ -149,14 +164,20 @@ def _mlp(n_in: int, widths: tuple[int, ...], n_out: int, slope: float) -> nn.Seq
 
 class WGANGenerator(nn.Module):
     """``(latent (B, latent_size), condition (B, 1))`` -> preprocessed cells ``u``
-    ``(B, n_voxels)``, non-negative."""
+    ``(B, n_voxels)``, non-negative, followed by ``n_extra`` unbounded outputs (the
+    standardised response with ``response_coordinate``)."""
 
-    def __init__(self, n_voxels: int, cfg: WGANConfig):
+    def __init__(self, n_voxels: int, cfg: WGANConfig, n_extra: int = 0):
         super().__init__()
-        self.net = _mlp(cfg.latent_size + 1, cfg.generator_layers, n_voxels, cfg.leaky_slope)
+        self.n_voxels = n_voxels
+        self.net = _mlp(cfg.latent_size + 1, cfg.generator_layers, n_voxels + n_extra,
+                        cfg.leaky_slope)
 
     def forward(self, latent: Tensor, condition: Tensor) -> Tensor:
-        return F.relu(self.net(torch.cat([latent, condition], dim=1)))
+        out = self.net(torch.cat([latent, condition], dim=1))
+        if out.shape[1] == self.n_voxels:
+            return F.relu(out)
+        return torch.cat([F.relu(out[:, :self.n_voxels]), out[:, self.n_voxels:]], dim=1)
 
 
 class WGANCritic(nn.Module):
@@ -258,9 +279,12 @@ class WGAN(GenerativeModel):
     def __init__(self, geometry: Geometry, config: WGANConfig, conditioning: Conditioning):
         super().__init__(geometry, config, conditioning)
         n = geometry.n_voxels
-        n_features = geometry.n_layers + 1 if config.critic_energy_features else 0
-        self.generator = WGANGenerator(n, config)
-        self.critic = WGANCritic(n, n_features, config)
+        self.n_extra = int(config.response_coordinate)
+        # the layer fractions, and the total unless it is a coordinate of its own
+        n_features = geometry.n_layers + 1 - self.n_extra if config.critic_energy_features \
+            else 0
+        self.generator = WGANGenerator(n, config, self.n_extra)
+        self.critic = WGANCritic(n + self.n_extra, n_features, config)
         # per-cell mean deposited fraction s_i; layer/total fraction mean and spread (for
         # the critic's energy features); mean total fraction f_mean (energy target)
         self.register_buffer("cell_scale", torch.ones(n))
@@ -281,32 +305,64 @@ class WGAN(GenerativeModel):
     def prepare(self, showers: ShowerSet) -> None:
         energy = showers.incident_energy.astype(np.float64)[:, None]
         fraction = showers.voxels.astype(np.float64) / energy
+        total = fraction.sum(axis=1, keepdims=True)
+        if self.n_extra:  # cells as fractions of the shower's own total: its shape
+            fraction = fraction / np.maximum(total, 1e-12)
         self.cell_scale.copy_(torch.as_tensor(np.maximum(fraction.mean(axis=0), _MIN_SCALE)))
         per_layer = fraction @ self.layer_matrix.double().numpy()
-        both = np.concatenate([per_layer, per_layer.sum(axis=1, keepdims=True)], axis=1)
+        both = np.concatenate([per_layer, total], axis=1)
         self.fraction_mean.copy_(torch.as_tensor(both.mean(axis=0)))
         self.fraction_std.copy_(torch.as_tensor(np.maximum(both.std(axis=0), 1e-4)))
-        self.deposit_fraction.fill_(float(both[:, -1].mean()))
+        self.deposit_fraction.fill_(float(total.mean()))
 
     def _condition(self, energy_mev: Tensor) -> Tensor:
         """``(B,)`` MeV -> ``(B, 1)`` log-energy scaled to [-1, 1] over the trained range."""
         return ((torch.log(energy_mev) - self._log_lo) / self._log_span * 2.0 - 1.0).unsqueeze(1)
 
     def _to_units(self, voxels_mev: Tensor, energy_mev: Tensor) -> Tensor:
-        u = voxels_mev.clamp_min(0) / (energy_mev.unsqueeze(1) * self.cell_scale)
-        return u.pow(self.config.voxel_power) if self.config.voxel_power != 1.0 else u
+        """MeV cells -> the representation the networks see: ``(B, n_voxels)`` cells ``u``,
+        followed by the standardised response with ``response_coordinate``."""
+        voxels = voxels_mev.clamp_min(0)
+        if not self.n_extra:
+            u = voxels / (energy_mev.unsqueeze(1) * self.cell_scale)
+            return u.pow(self.config.voxel_power) if self.config.voxel_power != 1.0 else u
+        total = voxels.sum(dim=1, keepdim=True)
+        u = voxels / (total.clamp_min(1e-12) * self.cell_scale)
+        u = u.pow(self.config.voxel_power) if self.config.voxel_power != 1.0 else u
+        response = (total / energy_mev.unsqueeze(1) - self.fraction_mean[-1]) \
+            / self.fraction_std[-1]
+        return torch.cat([u, response], dim=1)
 
     def _to_fractions(self, u: Tensor) -> Tensor:
-        """Preprocessed cells -> cell energy over incident energy (inverse of _to_units)."""
+        """Preprocessed cells -> cell energy over incident energy (inverse of _to_units);
+        with ``response_coordinate``, ``u`` carries the response in its last column."""
+        if self.n_extra:
+            response = u[:, -1:] * self.fraction_std[-1] + self.fraction_mean[-1]
+            return self._shape(u[:, :-1]) * response.clamp_min(0)
+        return self._shape(u)
+
+    def _shape(self, u: Tensor) -> Tensor:
         if self.config.voxel_power != 1.0:
             u = u.pow(1.0 / self.config.voxel_power)
         return u * self.cell_scale
 
+    def _normalise(self, x: Tensor) -> Tensor:
+        """Generated cells and response -> cells of a shape summing to one (so that they
+        are comparable with the real showers' shapes), response unchanged."""
+        if not self.n_extra:
+            return x
+        u = x[:, :-1]
+        norm = self._shape(u).sum(dim=1, keepdim=True) + 1e-12
+        return torch.cat([u / norm.pow(self.config.voxel_power), x[:, -1:]], dim=1)
+
     def _score(self, critic: nn.Module, u: Tensor, condition: Tensor) -> Tensor:
         if self.config.critic_energy_features:
-            per_layer = self._to_fractions(u.clamp_min(0)) @ self.layer_matrix
-            both = torch.cat([per_layer, per_layer.sum(dim=1, keepdim=True)], dim=1)
-            features = (both - self.fraction_mean) / self.fraction_std
+            cells = u[:, :-1] if self.n_extra else u
+            per_layer = self._shape(cells.clamp_min(0)) @ self.layer_matrix
+            both = per_layer if self.n_extra else torch.cat(
+                [per_layer, per_layer.sum(dim=1, keepdim=True)], dim=1)
+            n = both.shape[1]
+            features = (both - self.fraction_mean[:n]) / self.fraction_std[:n]
         else:
             features = u.new_zeros(u.shape[0], 0)
         return critic(u, condition, features)
@@ -318,7 +374,7 @@ class WGAN(GenerativeModel):
 
     def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
         energy = conditions[:, 0]
-        u = self.generator(latent, self._condition(energy))
+        u = self._normalise(self.generator(latent, self._condition(energy)))
         return self._to_fractions(u) * energy.unsqueeze(1)
 
     # ---- training ----------------------------------------------------------------------
@@ -362,7 +418,8 @@ class WGAN(GenerativeModel):
         self.critic.requires_grad_(True)
         for real_k, cond_k in slices:
             with torch.no_grad():
-                fake_k = self.generator(self.draw_latent(real_k.shape[0]), cond_k)
+                fake_k = self._normalise(
+                    self.generator(self.draw_latent(real_k.shape[0]), cond_k))
             opt_c.zero_grad(set_to_none=True)
             loss, metrics = critic_loss(score, real_k, fake_k, cond_k, c.gp_weight)
             loss.backward()
@@ -378,7 +435,7 @@ class WGAN(GenerativeModel):
             pick = torch.randperm(n, device=real.device)[:m]
             cond_g = condition[pick]
             opt_g.zero_grad(set_to_none=True)
-            fake = self.module("generator")(self.draw_latent(m), cond_g)
+            fake = self._normalise(self.module("generator")(self.draw_latent(m), cond_g))
             adversarial = -self._score(self.critic, fake, cond_g).mean()
             e_loss = self.energy_constraint(fake)
             g_loss = adversarial + c.energy_loss_weight * e_loss if c.energy_loss_weight \
