@@ -175,7 +175,7 @@ def test_capabilities_are_declared_and_kept(name, conditions):
     seen: set[str] = set()
     for step in range(1, steps + 1):
         seen |= set(model.training_step(fake_batch(model.geometry, 6, seed=step), step))
-    assert set(cls.progress_metrics) <= seen, (cls.progress_metrics, seen)
+    assert set(model.progress_metrics) <= seen, (model.progress_metrics, seen)
     # samplers: the default is the first; an unknown name lists the valid ones
     assert model.sampler == (cls.samplers[0] if cls.samplers else None)
     with pytest.raises(CaloforgeError, match="apprentice"):

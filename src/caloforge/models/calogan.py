@@ -380,8 +380,12 @@ class CaloGAN(GenerativeModel):
     Config = CaloGANConfig
     wrapped_names = ("generator", "discriminator")
     condition_sets = (("energy",), ("energy", "angle"))
-    progress_metrics = ("d_loss_real", "d_loss_fake", "g_loss", "g_energy_mae_gev",
-                        "g_energy_rel")
+
+    @property
+    def progress_metrics(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The progress bar's metrics; the energy term's name follows ``energy_loss``."""
+        energy = "g_energy_mae_gev" if self.config.energy_loss == "absolute" else "g_energy_rel"
+        return ("d_loss_real", "d_loss_fake", "g_loss", energy)
 
     @classmethod
     def tiny_config(cls) -> CaloGANConfig:
