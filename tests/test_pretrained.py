@@ -69,6 +69,19 @@ def test_folder_holds_weights_only_checkpoint_and_card(root):
     assert model_card(NAME, root)["summary"] == "one training step, for tests only"
 
 
+def test_half_storage_halves_the_file_and_loads_as_float32(root, tmp_path):
+    run = root.parent / "run"
+    folder = save_pretrained(run, "half", {"summary": "fp16"}, root=tmp_path, half=True)
+    full, half = root / NAME / "checkpoint.pt", folder / "checkpoint.pt"
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    stored = torch.load(half, weights_only=True)["model_state"]
+    model = load_pretrained("half", root=tmp_path)
+    for key, value in model.state_dict().items():
+        if stored[key].is_floating_point():
+            assert stored[key].dtype == torch.float16 and value.dtype == torch.float32
+            assert torch.equal(value, stored[key].float())
+
+
 def test_load_pretrained_samples_in_mev(env_root):
     for model in (load_pretrained(NAME), caloforge.load_pretrained(NAME)):
         showers = model.sample(torch.full((5, 1), 2e4), torch.Generator().manual_seed(0))

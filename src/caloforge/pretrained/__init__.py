@@ -137,7 +137,8 @@ def load_pretrained(name: str, device: str = "cpu",
 
 
 def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
-                    root: str | Path | None = None, card_text: str = "") -> Path:
+                    root: str | Path | None = None, card_text: str = "",
+                    half: bool = False) -> Path:
     """Turn a trained run into pretrained model ``name``: the checkpoint without its
     training-only states, ``card.json`` and ``card.md``.
 
@@ -149,6 +150,8 @@ def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
             from the checkpoint.
         root: the folder to write into (default: :func:`pretrained_root`).
         card_text: the markdown model card (default: one generated from ``card``).
+        half: store float32 weights as float16 (half the size on disk; they are float32
+            again once loaded, so figures must be measured on the stored model).
 
     Returns:
         The model's folder.
@@ -166,6 +169,9 @@ def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
     for key in _TRAINING_ONLY:
         ckpt.pop(key, None)
     ckpt["optimizer_state"] = {}
+    if half:
+        ckpt["model_state"] = {k: v.half() if v.dtype == torch.float32 else v
+                               for k, v in ckpt["model_state"].items()}
     folder = pretrained_root(root) / name
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, folder / _CHECKPOINT)
