@@ -35,6 +35,7 @@ from caloforge.data.showers import ShowerSet, concatenate
 from caloforge.data.validate import Layout, file_layout, read_block
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry, get_geometry
+from caloforge.units import MEV_PER_GEV
 
 __all__ = [
     "read_showers",
@@ -45,7 +46,6 @@ __all__ = [
     "FileInfo",
 ]
 
-_GEV = 1000.0  # MeV per GeV
 # Showers whose values file_info checks up front (bounded to about 16 MB of cells), so that
 # a file with bad values or units is refused before a command creates its outputs.
 _HEAD_CELLS = 1 << 22
@@ -265,7 +265,7 @@ class ShowerWriter:
             if overflow is None:
                 overflow = np.zeros((n, g.n_layers), np.float32)
             self._append("overflow", overflow)
-            self._append("energy", showers.incident_energy.reshape(-1, 1) / _GEV)
+            self._append("energy", showers.incident_energy.reshape(-1, 1) / MEV_PER_GEV)
         elif g.file_format == "calochallenge":
             self._append("incident_energies", showers.incident_energy.reshape(-1, 1))
             self._append("showers", showers.voxels)
@@ -273,8 +273,8 @@ class ShowerWriter:
                 self._append("angle", showers.angle.reshape(-1, 1))
         else:
             ecal = showers.voxels.reshape(n, g.n_layers, *g.layers[0].shape)
-            self._append("ECAL", ecal.transpose(0, 2, 3, 1) / _GEV)
-            self._append("energy", showers.incident_energy / _GEV)
+            self._append("ECAL", ecal.transpose(0, 2, 3, 1) / MEV_PER_GEV)
+            self._append("energy", showers.incident_energy / MEV_PER_GEV)
             self._append("theta", np.radians(showers.angle))
         self.n += n
 

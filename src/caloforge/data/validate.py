@@ -22,10 +22,10 @@ import numpy as np
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import GEOMETRIES, Geometry, get_geometry, register_geometry
+from caloforge.units import MEV_PER_GEV
 
 __all__ = ["Layout", "file_layout", "read_block", "check_units"]
 
-_GEV = 1000.0  # MeV per GeV
 _CALOGAN_KEYS = ("layer_0", "layer_1", "layer_2", "energy")
 # 3DGAN files: the public training files have `energy`; the files the 3DGAN code writes for
 # generated showers have `Target` (GeV) and `Angle` (radians) instead.
@@ -317,7 +317,7 @@ def read_block(f: h5py.File, layout: Layout, start: int, stop: int, path, meta: 
     overflow = None
     if layout.fmt == "calogan":
         voxels = g.join_layers([get(f"layer_{i}") for i in range(g.n_layers)])
-        energy = get("energy", positive=True).reshape(-1).astype(np.float64) * _GEV
+        energy = get("energy", positive=True).reshape(-1).astype(np.float64) * MEV_PER_GEV
         if layout.has_overflow:
             overflow = get("overflow")
     elif layout.fmt == "calochallenge":
@@ -328,8 +328,8 @@ def read_block(f: h5py.File, layout: Layout, start: int, stop: int, path, meta: 
     else:  # 3dgan: (N, x, y, z) in GeV with depth last; our layers are the z slices
         ecal = get("ECAL")
         voxels = np.ascontiguousarray(ecal.transpose(0, 3, 1, 2)).reshape(len(ecal), -1)
-        voxels = voxels * _GEV
-        energy = get(layout.energy_key, positive=True).reshape(-1).astype(np.float64) * _GEV
+        voxels = voxels * MEV_PER_GEV
+        energy = get(layout.energy_key, positive=True).reshape(-1).astype(np.float64) * MEV_PER_GEV
         angle = _3dgan_angle_deg(get, layout, len(ecal))
     showers = ShowerSet(g, voxels, energy, angle=angle, overflow=overflow, meta=meta)
     if check:
@@ -369,7 +369,7 @@ def check_units(showers: ShowerSet, layout: Layout, path) -> None:
     median = float(np.median(response))
     key = layout.energy_key
     if layout.fmt in _MEV_SUSPECT_GEV:
-        top = float(energy.max()) / _GEV
+        top = float(energy.max()) / MEV_PER_GEV
         if top > _MEV_SUSPECT_GEV[layout.fmt] and median < _MEV_SUSPECT_RESPONSE[layout.fmt]:
             raise CaloforgeError(
                 f"{path}: '{key}' goes up to {top:.4g} while the showers deposit only "

@@ -30,11 +30,11 @@ from scipy.special import gammaln
 
 from caloforge.simulate._halo import Halo, halo_fraction
 from caloforge.simulate._materials import Material
+from caloforge.units import MEV_PER_GEV
 
 __all__ = ["PHOTON_CONVERSION_X0", "PHOTON_TMAX_SHIFT", "Spots", "em_showers", "hadron_showers",
            "mip_tracks", "landau_factor"]
 
-_GEV = 1000.0
 # Mean depth (X0) of the first pair conversion of a photon: 9/7 X0 (the high-energy pair
 # production cross section 7 / (9 X0), PDG "Passage of particles through matter", 34.4.5).
 PHOTON_CONVERSION_X0 = 9.0 / 7.0
@@ -151,7 +151,7 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     m = len(energy)
     shower = np.arange(m) if shower is None else shower
     deposit = energy if deposit is None else deposit
-    e_gev = np.maximum(energy / _GEV, 1e-3)
+    e_gev = np.maximum(energy / MEV_PER_GEV, 1e-3)
     z = medium.Z
     ln_y = np.maximum(np.log(energy / medium.critical_energy), 1.6)
 
@@ -319,7 +319,7 @@ def hadron_showers(rng: np.random.Generator, energy: np.ndarray, medium: Materia
     if len(idx):
         # What the track did not take before the interaction goes into the cascade.
         e = np.maximum(energy[idx] - medium.mip_dedx * first[idx], 1.0)
-        e_gev = e / _GEV
+        e_gev = e / MEV_PER_GEV
         # Mean pi0 (electromagnetic) fraction, Groom: 1 - (E / E0)^(k - 1), E0 = 1 GeV,
         # k = 0.82; event-by-event fluctuations from a Beta distribution.
         f_mean = np.clip(1.0 - np.maximum(e_gev, 1.0) ** (0.82 - 1.0), 0.05, 0.9)
@@ -360,7 +360,7 @@ def _hadronic_part(rng, deposit, e_gev, start, medium, spots_per_gev, spots_powe
     shape = 1.6 * np.exp(rng.normal(0.0, 0.2, m))
     mode = (0.25 + 0.2 * np.log(np.maximum(e_gev, 1.0))) * np.exp(rng.normal(0.0, 0.25, m))
     scale = mode / np.maximum(shape - 1.0, 0.2)
-    counts = _spot_counts(np.maximum(deposit / _GEV, 0.05), spots_per_gev, spots_power,
+    counts = _spot_counts(np.maximum(deposit / MEV_PER_GEV, 0.05), spots_per_gev, spots_power,
                           minimum=6)
     idx = np.repeat(np.arange(m), counts)
     n = len(idx)

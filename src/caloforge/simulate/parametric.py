@@ -43,6 +43,7 @@ from caloforge.simulate._showers import (
     em_showers,
     hadron_showers,
 )
+from caloforge.units import MEV_PER_GEV
 
 __all__ = ["SIMULATOR_VERSION", "Calorimeter", "calorimeter", "simulate_chunks",
            "simulate_block"]
@@ -53,7 +54,6 @@ __all__ = ["SIMULATOR_VERSION", "Calorimeter", "calorimeter", "simulate_chunks",
 # the first GFlash-style version.
 SIMULATOR_VERSION = "parametric-2"
 
-_GEV = 1000.0
 # Largest chunk handed out, in voxel values (float32): 32 M values = 128 MB.
 _MAX_CHUNK_VALUES = 32 * 1024 * 1024
 
@@ -315,7 +315,7 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
     """
     m = len(energy)
     medium = cal.medium
-    e_gev = energy / _GEV
+    e_gev = energy / MEV_PER_GEV
     if particle in ("eplus", "eminus", "gamma"):
         t_max_shift = cal.t_max_shift
         if particle == "gamma":
@@ -481,7 +481,7 @@ def _min_sin(angle: np.ndarray | None) -> float:
 def _block(cal: Calorimeter, particle: str, m: int, energy_range: tuple[float, float],
            angle_range: tuple[float, float] | None, seed: int, index: int) -> ShowerSet:
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(index,)))
-    energy = rng.uniform(energy_range[0], energy_range[1], m) * _GEV
+    energy = rng.uniform(energy_range[0], energy_range[1], m) * MEV_PER_GEV
     angle = None if angle_range is None else rng.uniform(angle_range[0], angle_range[1], m)
     return simulate_block(cal, particle, energy, angle, rng)
 
