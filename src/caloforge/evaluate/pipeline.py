@@ -21,6 +21,7 @@ import numpy as np
 
 from caloforge._version import __version__
 from caloforge.data import file_info, iter_showers, read_showers
+from caloforge.data.threshold import apply_threshold, default_threshold
 from caloforge.errors import CaloforgeError
 from caloforge.evaluate.classifier import (
     INPUTS,
@@ -86,7 +87,8 @@ class _Summary:
 
 
 def _summarise(path: Path, n: int, geometry: Geometry, pool: int, sample_index: np.ndarray,
-               search: NeighbourSearch | None, desc: str, progress: bool) -> _Summary:
+               search: NeighbourSearch | None, desc: str, progress: bool,
+               threshold: float) -> _Summary:
     from tqdm.auto import tqdm
 
     chunk_size = int(max(64, min(10_000, _CHUNK_BYTES // (4 * geometry.n_voxels))))
@@ -99,6 +101,7 @@ def _summarise(path: Path, n: int, geometry: Geometry, pool: int, sample_index: 
     with tqdm(total=n, desc=desc, unit="shower", disable=not progress, leave=False) as bar:
         for chunk in iter_showers(path, chunk_size=chunk_size, stop=n):
             chunk.check_finite(str(path))
+            apply_threshold(chunk.voxels, threshold, copy=False)
             for name, values in shower_shapes(chunk).items():
                 out.shapes.setdefault(name, []).append(values.astype(np.float64))
             out.incident_energy.append(chunk.incident_energy.astype(np.float64))
@@ -195,7 +198,8 @@ def evaluate_files(reference_path: str | Path, generated_path: str | Path,
                    repeat: int = 1, max_showers: int | None = None, classifier: bool = True,
                    seed: int = 0, device: str = "cpu", epochs: int = 50,
                    plots: bool = True, progress: bool = True,
-                   voxel_budget_mb: float = 1024.0, threads: int | None = None) -> dict:
+                   voxel_budget_mb: float = 1024.0, threads: int | None = None,
+                   threshold: float | None = None) -> dict:
     """Compare generated showers with reference showers; write metrics and a report.
 
     Args:
@@ -214,6 +218,10 @@ def evaluate_files(reference_path: str | Path, generated_path: str | Path,
         voxel_budget_mb: memory for the voxel-level classifier inputs of each sample.
         threads: CPU threads for torch and the BLAS libraries (default: their own
             settings); 1 is often fastest on a machine shared with other jobs.
+        threshold: readout threshold in MeV per cell, applied to both samples before every
+            observable, histogram, classifier input and distance (cells below it count
+            as empty); ``None``: the geometry's default
+            (:func:`caloforge.data.threshold.default_threshold`).
 
     Returns:
         The metrics also written to ``outdir/metrics.json``: ``classifier`` (per input:
@@ -229,12 +237,12 @@ def evaluate_files(reference_path: str | Path, generated_path: str | Path,
             stack.enter_context(threadpool_limits(limits=int(threads)))
         return _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
                          max_showers, classifier, seed, device, epochs, plots, progress,
-                         voxel_budget_mb, threads)
+                         voxel_budget_mb, threads, threshold)
 
 
 def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat, max_showers,
               classifier, seed, device, epochs, plots, progress, voxel_budget_mb,
-              threads) -> dict:
+              threads, threshold) -> dict:
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     reference_path, generated_path = Path(reference_path), Path(generated_path)
@@ -242,6 +250,9 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
         if kind not in INPUTS:
             raise CaloforgeError(f"unknown classifier input {kind!r}; choose from "
                                  f"{', '.join(INPUTS)}")
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+        raise CaloforgeError(f"the readout threshold must be a finite value >= 0 MeV, got "
+                             f"{threshold}")
     if max_showers is not None and max_showers < 2:
         raise CaloforgeError(f"--max-showers must be at least 2, got {max_showers}")
     if classifier:
@@ -253,6 +264,8 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
         infos.append(info)
     ref_info, gen_info = infos
     geometry = check_compatible(ref_info, gen_info)
+    threshold_source = "user" if threshold is not None else f"default for {geometry.name}"
+    threshold = default_threshold(geometry) if threshold is None else float(threshold)
     n_ref = ref_info["n"] if max_showers is None else min(ref_info["n"], max_showers)
     n_gen = gen_info["n"] if max_showers is None else min(gen_info["n"], max_showers)
     outdir = Path(outdir)
@@ -279,6 +292,9 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
     n_stat_gen, n_stat_ref = min(_NN_STAT, n_gen), min(_NN_STAT, n_ref - 1)
     gen_queries = read_showers(generated_path, n=n_stat_gen)
     ref_queries = read_showers(reference_path, n=n_stat_ref) if n_stat_ref > 0 else None
+    for queries in (gen_queries, ref_queries):
+        if queries is not None:
+            apply_threshold(queries.voxels, threshold, copy=False)
     queries = gen_queries.voxels if ref_queries is None else np.concatenate(
         [gen_queries.voxels, ref_queries.voxels])
     exclude = np.concatenate([np.full(n_stat_gen, -1), np.arange(n_stat_ref)])
@@ -287,9 +303,9 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
 
     t = time.perf_counter()
     gen = _summarise(generated_path, n_gen, geometry, pool, sample_gen, None,
-                     "read generated", progress)
+                     "read generated", progress, threshold)
     ref = _summarise(reference_path, n_ref, geometry, pool, sample_ref, search,
-                     "read reference", progress)
+                     "read reference", progress, threshold)
     timing["read_and_shapes"] = time.perf_counter() - t
 
     paths = (str(reference_path), str(generated_path))
@@ -405,6 +421,8 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
         "caloforge_version": __version__,
         "geometry": geometry.name,
         "n_voxels": geometry.n_voxels,
+        "threshold_MeV": threshold,
+        "threshold_source": threshold_source,
         "n_reference": int(ref.n),
         "n_generated": int(gen.n),
         "reference": {"path": str(reference_path), "n_file": ref_info["n"], "n_used": ref.n,
@@ -430,7 +448,7 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
                      "repeat": repeat, "epochs": epochs, "seed": seed, "device": device,
                      "max_showers": max_showers, "voxel_pooling": pool, "threads": threads,
                      "voxel_inputs_showers": [len(sample_ref), len(sample_gen)],
-                     "histogram_bins": _HIST_BINS},
+                     "histogram_bins": _HIST_BINS, "threshold_MeV": threshold},
         "timing_s": timing,
         "warnings": warnings,
     }
@@ -440,7 +458,8 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
         t = time.perf_counter()
         figures = _draw(outdir, geometry, info, panels, ref, gen, response, cell_separation,
                         gen_queries, nn_index[:min(_NN_PLOTTED, n_stat_gen)],
-                        nn_distance[:min(_NN_PLOTTED, n_stat_gen)], reference_path, progress)
+                        nn_distance[:min(_NN_PLOTTED, n_stat_gen)], reference_path, progress,
+                        threshold)
         timing["plots"] = time.perf_counter() - t
         if extra_figures:
             figures.append((ref.extra.title or geometry.name, list(extra_figures)))
@@ -455,7 +474,7 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
 
 def _draw(outdir: Path, geometry: Geometry, info: dict, panels: dict, ref: _Summary,
           gen: _Summary, response: dict, cell_separation, gen_queries, nn_index, nn_distance,
-          reference_path: Path, progress: bool) -> list:
+          reference_path: Path, progress: bool, threshold: float) -> list:
     """Write every figure; return the report's sections."""
     from tqdm.auto import tqdm
 
@@ -493,6 +512,8 @@ def _draw(outdir: Path, geometry: Geometry, info: dict, panels: dict, ref: _Summ
     if len(nn_index):
         neighbours = [read_showers(reference_path, n=1, start=int(i), check=False)
                       for i in nn_index]
+        for shower in neighbours:
+            apply_threshold(shower.voxels, threshold, copy=False)
         plots.plot_neighbours(gen_queries.voxels[:len(nn_index)],
                               np.concatenate([s.voxels for s in neighbours]), nn_distance,
                               geometry, outdir / "nearest_neighbours.png",

@@ -41,6 +41,16 @@ def _value_error(pair) -> str:
     return f"{_fmt(value)} ± {_fmt(error, 2)}"
 
 
+def _threshold_text(metrics: dict) -> str:
+    value = metrics.get("threshold_MeV")
+    if value is None:
+        return "none"
+    source = html.escape(str(metrics.get("threshold_source", "")))
+    return (f"{value:.6g} MeV per cell ({source}), applied to both samples before every "
+            f"observable, histogram, classifier input and distance; cells below it count "
+            f"as empty")
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -94,7 +104,8 @@ def write_report(metrics: dict, outdir: str | Path,
         "</p>"
         f"<p><b>Geometry:</b> {html.escape(metrics['geometry'])} "
         f"({metrics['n_voxels']} voxels) — caloforge {html.escape(metrics['caloforge_version'])}"
-        "</p></div>")
+        "</p>"
+        f"<p><b>Readout threshold:</b> {_threshold_text(metrics)}</p></div>")
     for warning in metrics.get("warnings", []):
         parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
 
