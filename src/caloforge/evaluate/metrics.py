@@ -46,43 +46,63 @@ def _finite_1d(values, what: str) -> np.ndarray:
 
 
 def common_bins(reference, generated=None, bins: int = 50, scale: str = "linear",
-                quantile: float = 1e-3) -> np.ndarray:
-    """Bin edges shared by both samples.
+                quantile: float = 1e-3, limits: tuple[float, float] | None = None
+                ) -> np.ndarray:
+    """Bin edges for comparing a generated sample with the reference, fixed by the reference.
 
-    The range spans both samples between their ``quantile`` and ``1 - quantile`` quantiles
-    (the lowest and highest of the two), so that one outlier does not squeeze the
-    histogram; :func:`separation_power` counts values outside in the end bins.
+    The range spans the reference between its ``quantile`` and ``1 - quantile`` quantiles,
+    bounded by the observable's physical ``limits`` where it has them; values outside (of
+    either sample) belong in the end bins (:func:`clipped_histogram`). The generated sample
+    never moves the range, so it cannot squeeze the histogram into one bin by adding
+    outliers: they land in an end bin, where they count. It is used only where the
+    reference alone gives no range (a constant reference, or no positive value for log
+    bins).
 
     Args:
         reference: reference sample (any shape; flattened).
-        generated: generated sample, or ``None`` for bins from the reference alone.
+        generated: generated sample, or ``None``; only for a degenerate reference (above).
         bins: number of bins (``"linear"``/``"log"``).
         scale: ``"linear"``, ``"log"`` (log-spaced over the positive values) or
             ``"discrete"`` (one bin per integer).
-        quantile: fraction cut off each end of each sample when choosing the range.
+        quantile: fraction of the reference left to each end bin when choosing the range.
+        limits: ``(low, high)`` physical range of the observable (e.g. ``(0, 1)`` for a
+            fraction), or ``None``.
 
     Returns:
         Increasing bin edges.
+
+    Raises:
+        CaloforgeError: for an empty or non-finite sample, or an unknown ``scale``.
     """
-    samples = [_finite_1d(reference, "reference")]
-    if generated is not None:
-        samples.append(_finite_1d(generated, "generated"))
+    ref = _finite_1d(reference, "reference")
+    gen = None if generated is None else _finite_1d(generated, "generated")
     if scale == "discrete":
-        lo = min(np.floor(s.min()) for s in samples)
-        hi = max(np.ceil(s.max()) for s in samples)
+        lo, hi = np.floor(ref.min()), np.ceil(ref.max())
+        if gen is not None and lo == hi:
+            lo, hi = min(lo, np.floor(gen.min())), max(hi, np.ceil(gen.max()))
         return np.arange(lo - 0.5, hi + 1.5)
     if scale not in ("linear", "log"):
         raise CaloforgeError(f"unknown binning scale {scale!r}; use linear, log or discrete")
     if scale == "log":
-        samples = [s[s > 0] for s in samples if np.any(s > 0)]
-        if not samples:
+        sample = ref[ref > 0]
+        if sample.size == 0 and gen is not None:
+            sample = gen[gen > 0]
+        if sample.size == 0:
             return np.linspace(0.0, 1.0, bins + 1)
-    ranges = np.array([np.quantile(s, [quantile, 1.0 - quantile]) for s in samples])
-    lo, hi = ranges[:, 0].min(), ranges[:, 1].max()
-    if scale == "log":
+        lo, hi = np.quantile(sample, [quantile, 1.0 - quantile])
+        if hi <= lo and gen is not None and np.any(gen > 0):
+            positive = gen[gen > 0]
+            lo, hi = min(lo, positive.min()), max(hi, positive.max())
         if hi <= lo:
             lo, hi = lo / 2.0, hi * 2.0
         return np.logspace(np.log10(lo), np.log10(hi), bins + 1)
+    lo, hi = np.quantile(ref, [quantile, 1.0 - quantile])
+    if limits is not None:
+        lo, hi = max(lo, limits[0]), min(hi, limits[1])
+    if hi <= lo and gen is not None:
+        lo, hi = min(lo, gen.min()), max(hi, gen.max())
+        if limits is not None:
+            lo, hi = max(lo, limits[0]), min(hi, limits[1])
     if hi <= lo:  # constant samples: centre a small range on the value
         width = max(abs(lo) * 1e-3, 1e-6)
         lo, hi = lo - width, hi + width
@@ -116,12 +136,22 @@ def separation_power(reference, generated, bins: int | np.ndarray = 50,
 
     Args:
         reference, generated: samples of one observable.
-        bins: bin edges, or a number of bins chosen by :func:`common_bins`.
+        bins: bin edges, or a number of bins chosen by :func:`common_bins` (range fixed by
+            the reference).
         scale: binning scale when ``bins`` is a number.
 
     Returns:
         ``S`` in [0, 1]: 0 for identical histograms, 1 for disjoint ones. Values outside the
         edges count in the end bins.
+
+    Raises:
+        CaloforgeError: for an empty or non-finite sample.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=1000)
+        >>> separation_power(x, x)
+        0.0
     """
     ref = _finite_1d(reference, "reference")
     gen = _finite_1d(generated, "generated")

@@ -67,6 +67,8 @@ class Observable:
         family: observables plotted together (``"E_i"``, ``"centre_x_i"``, ...).
         layer: the layer index for per-layer observables, else ``None``.
         scale: binning: ``"linear"``, ``"log"`` or ``"discrete"``.
+        limits: physical range ``(low, high)`` that bounds the histogram range (fractions
+            in [0, 1], the response in [0, 1.5]), or ``None``.
     """
 
     name: str
@@ -75,6 +77,7 @@ class Observable:
     family: str
     layer: int | None = None
     scale: str = "linear"
+    limits: tuple[float, float] | None = None
 
 
 def axis_names(layer: Layer) -> tuple[str, str]:
@@ -118,7 +121,8 @@ def observables(geometry: Geometry) -> dict[str, Observable]:
         out[obs.name] = obs
 
     add(Observable("E_tot", _with_unit(r"$E_\mathrm{tot}$", "MeV"), "MeV", "E_tot", scale="log"))
-    add(Observable("response", r"$E_\mathrm{tot} / E_\mathrm{inc}$", "", "response"))
+    add(Observable("response", r"$E_\mathrm{tot} / E_\mathrm{inc}$", "", "response",
+                   limits=(0.0, 1.5)))
     add(Observable("d", "deepest layer $d$", "layer", "d", scale="discrete"))
     add(Observable("l_d", _with_unit("$l_d$", "MeV"), "MeV", "l_d", scale="log"))
     add(Observable("s_d", "shower depth $s_d$ [layer]", "layer", "s_d"))
@@ -136,10 +140,13 @@ def observables(geometry: Geometry) -> dict[str, Observable]:
         a, b = axis_names(layer)
         unit = _axis_unit(layer)
         add(Observable(f"E_{i}", _with_unit(f"$E_{{{i}}}$", "MeV"), "MeV", "E_i", i, "log"))
-        add(Observable(f"f_{i}", f"$f_{{{i}}} = E_{{{i}}}/E_\\mathrm{{tot}}$", "", "f_i", i))
-        add(Observable(f"E_ratio_{i}", f"$E_{{\\mathrm{{ratio}},{i}}}$", "", "E_ratio_i", i))
+        add(Observable(f"f_{i}", f"$f_{{{i}}} = E_{{{i}}}/E_\\mathrm{{tot}}$", "", "f_i", i,
+                       limits=(0.0, 1.0)))
+        add(Observable(f"E_ratio_{i}", f"$E_{{\\mathrm{{ratio}},{i}}}$", "", "E_ratio_i", i,
+                       limits=(0.0, 1.0)))
         add(Observable(f"sigma_{i}", f"$\\sigma_{{{i}}}$ [cells]", "cells", "sigma_i", i))
-        add(Observable(f"sparsity_{i}", f"sparsity layer {i}", "", "sparsity_i", i))
+        add(Observable(f"sparsity_{i}", f"sparsity layer {i}", "", "sparsity_i", i,
+                       limits=(0.0, 1.0)))
         for axis in (a, b):
             add(Observable(f"centre_{axis}_{i}",
                            _with_unit(f"centre ${_axis_label(axis)}$ layer {i}", unit),

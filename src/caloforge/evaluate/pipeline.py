@@ -324,7 +324,8 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
     info = observables(geometry)
     separation, panels = {}, {}
     for name, obs in info.items():
-        edges = common_bins(ref.shapes[name], gen.shapes[name], _HIST_BINS, obs.scale)
+        edges = common_bins(ref.shapes[name], gen.shapes[name], _HIST_BINS, obs.scale,
+                            limits=obs.limits)
         counts = [clipped_histogram(ref.shapes[name], edges),
                   clipped_histogram(gen.shapes[name], edges)]
         separation[name] = histogram_separation_power(*counts)
