@@ -14,6 +14,11 @@ def _inputs(ctx, param, value: str) -> tuple[str, ...]:
     return kinds
 
 
+def _pm(result: dict, key: str) -> str:
+    error = result.get(f"{key}_error")
+    return f"{result[key]:.4f}" + (f" ± {error:.3f}" if error is not None else "")
+
+
 @click.command(help="Compare generated showers with reference showers: shower-shape "
                "histograms and separation powers, classifier AUC/JSD, FPD/KPD, nearest "
                "neighbours. Writes OUTDIR/metrics.json and OUTDIR/report.html.")
@@ -59,8 +64,8 @@ def evaluate(reference, generated, outdir, classifier_inputs, repeat, max_shower
     click.echo(f"readout threshold: {metrics['threshold_MeV']:.6g} MeV per cell "
                f"({metrics['threshold_source']})")
     for kind, res in metrics["classifier"].items():
-        err = f" ± {res['auc_error']:.3f}" if res.get("auc_error") is not None else ""
-        click.echo(f"classifier {kind:6s}: AUC {res['auc']:.4f}{err}, JSD {res['jsd']:.4f}")
+        click.echo(f"classifier {kind:6s}: AUC {_pm(res, 'auc')} calibrated, "
+                   f"{_pm(res, 'auc_uncalibrated')} raw; JSD {res['jsd']:.4f}")
     fpd, kpd = metrics["fpd"], metrics["kpd"]
     click.echo(f"FPD {fpd[0]:.4g} ± {fpd[1]:.2g}; KPD {kpd[0]:.4g} ± {kpd[1]:.2g}")
     sep = metrics["separation_power"]

@@ -323,8 +323,11 @@ def train_classifier(reference: np.ndarray, generated: np.ndarray, repeat: int =
             shared with other jobs 1 is often much faster than oversubscribed cores.
 
     Returns:
-        ``{"auc", "auc_error", "jsd", "jsd_error", "auc_uncalibrated", "runs": [...]}``;
-        the errors are the standard deviation over runs (``None`` for one run).
+        ``{"auc", "auc_error", "jsd", "jsd_error", "auc_uncalibrated",
+        "auc_uncalibrated_error", "n_inputs", "runs": [...]}``: ``auc`` after the isotonic
+        calibration (its steps create ties, which can lower the AUC), ``auc_uncalibrated``
+        of the network's raw output; the errors are the standard deviation over runs
+        (``None`` for one run).
     """
     reference = np.asarray(reference, dtype=np.float32)
     generated = np.asarray(generated, dtype=np.float32)
@@ -357,9 +360,10 @@ def train_classifier(reference: np.ndarray, generated: np.ndarray, repeat: int =
 
     auc, auc_error = summary("auc")
     jsd, jsd_error = summary("jsd")
+    raw, raw_error = summary("auc_uncalibrated")
     return {"auc": auc, "auc_error": auc_error, "jsd": jsd, "jsd_error": jsd_error,
-            "auc_uncalibrated": summary("auc_uncalibrated")[0], "n_inputs":
-            int(reference.shape[1]), "runs": runs}
+            "auc_uncalibrated": raw, "auc_uncalibrated_error": raw_error,
+            "n_inputs": int(reference.shape[1]), "runs": runs}
 
 
 def classifier_test(reference: ShowerSet, generated: ShowerSet,

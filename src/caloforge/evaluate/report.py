@@ -41,6 +41,11 @@ def _value_error(pair) -> str:
     return f"{_fmt(value)} ± {_fmt(error, 2)}"
 
 
+def _with_error(result: dict, key: str) -> str:
+    error = result.get(f"{key}_error")
+    return _fmt(result.get(key)) + (f" ± {_fmt(error, 2)}" if error is not None else "")
+
+
 def _threshold_text(metrics: dict) -> str:
     value = metrics.get("threshold_MeV")
     if value is None:
@@ -112,13 +117,12 @@ def write_report(metrics: dict, outdir: str | Path,
     parts.append("<h2>Summary</h2>")
     rows = []
     for kind, res in (metrics.get("classifier") or {}).items():
-        auc = _fmt(res["auc"]) + (f" ± {_fmt(res['auc_error'], 2)}" if res.get("auc_error")
-                                  is not None else "")
-        jsd = _fmt(res["jsd"]) + (f" ± {_fmt(res['jsd_error'], 2)}" if res.get("jsd_error")
-                                  is not None else "")
-        rows.append([f"classifier AUC / JSD ({html.escape(kind)})", f"{auc} / {jsd}",
+        auc, raw, jsd = (_with_error(res, key) for key in ("auc", "auc_uncalibrated", "jsd"))
+        rows.append([f"classifier AUC calibrated / raw, JSD ({html.escape(kind)})",
+                     f"{auc} / {raw}, {jsd}",
                      f"{len(res['runs'])} run(s), {res['runs'][0]['n_test']} test showers per "
-                     f"sample, {res['n_inputs']} inputs"])
+                     f"sample, {res['n_inputs']} inputs; raw: the network's output, "
+                     f"calibrated: after isotonic regression (its ties can lower the AUC)"])
     if not metrics.get("classifier"):
         rows.append(["classifier", "not run", ""])
     rows.append(["FPD (shower shapes)", _value_error(metrics.get("fpd")),
@@ -149,17 +153,18 @@ def write_report(metrics: dict, outdir: str | Path,
     parts.append(_table(["metric", "value", "note"], rows))
 
     if metrics.get("classifier"):
-        parts.append("<h2>Classifier test</h2><p>Label 1 = reference, 0 = generated; AUC and "
-                     "JSD of the isotonic-calibrated output on the test split (AUC 0.5: "
-                     "indistinguishable, 1: perfectly separated).</p>")
+        parts.append("<h2>Classifier test</h2><p>Label 1 = reference, 0 = generated; AUC of "
+                     "the isotonic-calibrated output and of the raw output, and JSD of the "
+                     "calibrated output, on the test split (AUC 0.5: indistinguishable, 1: "
+                     "perfectly separated).</p>")
         rows = []
         for kind, res in metrics["classifier"].items():
             for k, run in enumerate(res["runs"]):
-                rows.append([html.escape(kind), k + 1, _fmt(run["auc"]), _fmt(run["jsd"]),
-                             _fmt(run["auc_uncalibrated"]), run["best_epoch"],
+                rows.append([html.escape(kind), k + 1, _fmt(run["auc"]),
+                             _fmt(run["auc_uncalibrated"]), _fmt(run["jsd"]), run["best_epoch"],
                              run["epochs_run"], run["n_train"], run["n_test"],
                              _fmt(run["seconds"], 3)])
-        parts.append(_table(["input", "run", "AUC", "JSD", "AUC (uncalibrated)", "best epoch",
+        parts.append(_table(["input", "run", "AUC calibrated", "AUC raw", "JSD", "best epoch",
                              "epochs run", "train / sample", "test / sample", "seconds"], rows))
 
     if sep:
