@@ -159,3 +159,23 @@ def test_separation_power_of_empty_showers_is_not_hidden_by_outliers():
     # the same with the physical range of the response as limits
     edges = common_bins(reference, outliers, limits=(0.0, 1.5))
     assert 0.9 < edges[0] and edges[-1] < 1.1
+
+
+def test_frechet_distance_agrees_with_the_matrix_square_root():
+    from scipy import linalg
+
+    rng = np.random.default_rng(11)
+    for d in (1, 3, 40):
+        a, b = rng.normal(size=(2 * d + 5, d)), rng.normal(size=(2 * d + 5, d)) * 1.3
+        s1, s2 = np.cov(a, rowvar=False).reshape(d, d), np.cov(b, rowvar=False).reshape(d, d)
+        mu1, mu2 = a.mean(axis=0), b.mean(axis=0) + 0.2
+        root = np.real(linalg.sqrtm(s1 @ s2))
+        expected = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2 - 2 * root)
+        assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-7)
+
+
+def test_minimum_sample_size_for_distances():
+    from caloforge.evaluate.metrics import min_showers_for_distances
+
+    assert min_showers_for_distances(10) == 200
+    assert min_showers_for_distances(360) == 1800

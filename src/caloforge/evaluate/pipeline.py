@@ -41,6 +41,7 @@ from caloforge.evaluate.metrics import (
     fpd,
     histogram_separation_power,
     kpd,
+    min_showers_for_distances,
 )
 from caloforge.evaluate.neighbours import NeighbourSearch, memorisation_ratio
 from caloforge.evaluate.observables import (
@@ -199,7 +200,7 @@ def evaluate_files(reference_path: str | Path, generated_path: str | Path,
                    seed: int = 0, device: str = "cpu", epochs: int = 50,
                    plots: bool = True, progress: bool = True,
                    voxel_budget_mb: float = 1024.0, threads: int | None = None,
-                   threshold: float | None = None) -> dict:
+                   threshold: float | None = None, distances: bool = True) -> dict:
     """Compare generated showers with reference showers; write metrics and a report.
 
     Args:
@@ -222,6 +223,8 @@ def evaluate_files(reference_path: str | Path, generated_path: str | Path,
             observable, histogram, classifier input and distance (cells below it count
             as empty); ``None``: the geometry's default
             (:func:`caloforge.data.threshold.default_threshold`).
+        distances: compute FPD and KPD (omitted anyway, with a warning, when a sample has
+            fewer showers than :func:`caloforge.evaluate.metrics.min_showers_for_distances`).
 
     Returns:
         The metrics also written to ``outdir/metrics.json``: ``classifier`` (per input:
@@ -237,12 +240,12 @@ def evaluate_files(reference_path: str | Path, generated_path: str | Path,
             stack.enter_context(threadpool_limits(limits=int(threads)))
         return _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
                          max_showers, classifier, seed, device, epochs, plots, progress,
-                         voxel_budget_mb, threads, threshold)
+                         voxel_budget_mb, threads, threshold, distances)
 
 
 def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat, max_showers,
               classifier, seed, device, epochs, plots, progress, voxel_budget_mb,
-              threads, threshold) -> dict:
+              threads, threshold, distances) -> dict:
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     reference_path, generated_path = Path(reference_path), Path(generated_path)
@@ -369,8 +372,19 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
     ref_features, feature_names = feature_matrix(ref.shapes, geometry)
     gen_features, _ = feature_matrix(gen.shapes, geometry)
     varying = (ref_features.std(axis=0) > 0) | (gen_features.std(axis=0) > 0)
-    fpd_value = fpd(ref_features[:, varying], gen_features[:, varying], seed=seed)
-    kpd_value = kpd(ref_features[:, varying], gen_features[:, varying], seed=seed)
+    fpd_value = kpd_value = None
+    needed = min_showers_for_distances(int(varying.sum()))
+    if not distances:
+        distance_note = "skipped (--no-distances)"
+    elif min(ref.n, gen.n) < needed:
+        distance_note = (f"omitted: FPD and KPD on {int(varying.sum())} features need at "
+                         f"least {needed} showers per sample for an honest error, got "
+                         f"{ref.n} reference and {gen.n} generated")
+        warnings.append(distance_note)
+    else:
+        distance_note = "computed"
+        fpd_value = fpd(ref_features[:, varying], gen_features[:, varying], seed=seed)
+        kpd_value = kpd(ref_features[:, varying], gen_features[:, varying], seed=seed)
     timing["fpd_kpd"] = time.perf_counter() - t
 
     # Nearest neighbours.
@@ -437,8 +451,10 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
         "classifier": classifier_results,
         "separation_power": separation,
         "cell_energy_separation_power": cell_separation,
-        "fpd": list(fpd_value),
-        "kpd": list(kpd_value),
+        "fpd": None if fpd_value is None else list(fpd_value),
+        "kpd": None if kpd_value is None else list(kpd_value),
+        "distances": distance_note,
+        "distances_min_showers": needed,
         "fpd_kpd_features": [n for n, keep in zip(feature_names, varying, strict=True) if keep],
         "conditions": conditions,
         "energy_response": {k: {kk: vv for kk, vv in v.items() if kk not in ("x_label", "log")}
@@ -449,7 +465,8 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
                      "repeat": repeat, "epochs": epochs, "seed": seed, "device": device,
                      "max_showers": max_showers, "voxel_pooling": pool, "threads": threads,
                      "voxel_inputs_showers": [len(sample_ref), len(sample_gen)],
-                     "histogram_bins": _HIST_BINS, "threshold_MeV": threshold},
+                     "histogram_bins": _HIST_BINS, "threshold_MeV": threshold,
+                     "distances": distances},
         "timing_s": timing,
         "warnings": warnings,
     }

@@ -125,10 +125,14 @@ def write_report(metrics: dict, outdir: str | Path,
                      f"calibrated: after isotonic regression (its ties can lower the AUC)"])
     if not metrics.get("classifier"):
         rows.append(["classifier", "not run", ""])
-    rows.append(["FPD (shower shapes)", _value_error(metrics.get("fpd")),
-                 "Fréchet distance extrapolated to infinite N (0 = same Gaussian moments)"])
-    rows.append(["KPD (shower shapes)", _value_error(metrics.get("kpd")),
-                 "kernel MMD², polynomial kernel of degree 4"])
+    if metrics.get("fpd") is None:
+        rows.append(["FPD / KPD", "–", html.escape(str(metrics.get("distances", "")))])
+    else:
+        rows.append(["FPD (shower shapes)", _value_error(metrics.get("fpd")),
+                     "Fréchet distance extrapolated to infinite N (0 = same Gaussian "
+                     "moments)"])
+        rows.append(["KPD (shower shapes)", _value_error(metrics.get("kpd")),
+                     "kernel MMD², polynomial kernel of degree 4"])
     sep = metrics.get("separation_power", {})
     if sep:
         mean = sum(sep.values()) / len(sep)
