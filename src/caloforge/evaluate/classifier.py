@@ -26,13 +26,16 @@ One difference: the inputs are standardised (mean 0, variance 1 per feature over
 training split) before the network, which makes training converge in fewer epochs on CPU.
 
 References:
-    C. Krause, D. Shih, "CaloFlow", Phys. Rev. D 107 (2023) 113003, arXiv:2106.05285
-    (classifier as the "ultimate metric").
+    C. Krause, D. Shih, "CaloFlow: fast and accurate generation of calorimeter showers
+    with normalizing flows", Phys. Rev. D 107 (2023) 113003, arXiv:2106.05285 (classifier
+    as the "ultimate metric").
 
     CaloChallenge 2022 evaluation code, https://github.com/CaloChallenge/homepage
     (``code/evaluate.py``).
 
-    M. Paganini et al., CaloChallenge results, arXiv:2410.21611.
+    C. Krause, M. Faucci Giannelli, G. Kasieczka, B. Nachman, D. Salamani, D. Shih,
+    A. Zaborowska et al., "CaloChallenge 2022: a community challenge for fast calorimeter
+    simulation", arXiv:2410.21611.
 """
 
 from __future__ import annotations
