@@ -79,25 +79,10 @@ code { background: #f3f3f3; padding: 0 0.2em; }
 """
 
 
-def write_report(metrics: dict, outdir: str | Path,
-                 figures: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> Path:
-    """Write ``outdir/report.html``.
-
-    Args:
-        metrics: the dict written to ``metrics.json`` (see
-            :func:`caloforge.evaluate.pipeline.evaluate_files`).
-        outdir: folder holding the figures; the report goes there.
-        figures: ``[(section title, [(caption, PNG file name relative to outdir)])]``.
-
-    Returns:
-        The report's path.
-    """
-    outdir = Path(outdir)
+def _banner(metrics: dict) -> str:
+    """Files, generators (parametric never called Geant4), geometry and threshold."""
     ref, gen = metrics["reference"], metrics["generated"]
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>caloforge evaluation: "
-             f"{html.escape(Path(gen['path']).name)}</title><style>{_CSS}</style></head><body>",
-             "<h1>caloforge evaluation</h1>"]
-    parts.append(
+    return (
         "<div class='banner'>"
         f"<p><b>Reference:</b> <code>{html.escape(ref['path'])}</code> — generator: "
         f"<b>{html.escape(ref['generator_label'])}</b>; particle "
@@ -111,10 +96,10 @@ def write_report(metrics: dict, outdir: str | Path,
         f"({metrics['n_voxels']} voxels) — caloforge {html.escape(metrics['caloforge_version'])}"
         "</p>"
         f"<p><b>Readout threshold:</b> {_threshold_text(metrics)}</p></div>")
-    for warning in metrics.get("warnings", []):
-        parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
 
-    parts.append("<h2>Summary</h2>")
+
+def _summary_rows(metrics: dict) -> list[list]:
+    """Rows of the summary table: classifier, FPD/KPD, separation power, neighbours."""
     rows = []
     for kind, res in (metrics.get("classifier") or {}).items():
         auc, raw, jsd = (_with_error(res, key) for key in ("auc", "auc_uncalibrated", "jsd"))
@@ -154,8 +139,32 @@ def write_report(metrics: dict, outdir: str | Path,
                          f"reference {r[0]:.4g}-{r[1]:.4g} {unit}, generated "
                          f"{g[0]:.4g}-{g[1]:.4g} {unit}", ""])
     rows.append(["evaluation time", f"{metrics['timing_s'].get('total', 0):.1f} s", ""])
-    parts.append(_table(["metric", "value", "note"], rows))
+    return rows
 
+
+def write_report(metrics: dict, outdir: str | Path,
+                 figures: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> Path:
+    """Write ``outdir/report.html``.
+
+    Args:
+        metrics: the dict written to ``metrics.json`` (see
+            :func:`caloforge.evaluate.pipeline.evaluate_files`).
+        outdir: folder holding the figures; the report goes there.
+        figures: ``[(section title, [(caption, PNG file name relative to outdir)])]``.
+
+    Returns:
+        The report's path.
+    """
+    outdir = Path(outdir)
+    gen = metrics["generated"]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>caloforge evaluation: "
+             f"{html.escape(Path(gen['path']).name)}</title><style>{_CSS}</style></head><body>",
+             "<h1>caloforge evaluation</h1>", _banner(metrics)]
+    for warning in metrics.get("warnings", []):
+        parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
+    parts.append("<h2>Summary</h2>")
+    parts.append(_table(["metric", "value", "note"], _summary_rows(metrics)))
+    sep = metrics.get("separation_power", {})
     if metrics.get("classifier"):
         parts.append("<h2>Classifier test</h2><p>Label 1 = reference, 0 = generated; AUC of "
                      "the isotonic-calibrated output and of the raw output, and JSD of the "
