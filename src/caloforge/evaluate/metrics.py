@@ -269,6 +269,33 @@ def _gaussian_fd(x: np.ndarray, y: np.ndarray) -> float:
     return frechet_distance(*_mean_cov(x), *_mean_cov(y))
 
 
+class _BatchMoments:
+    """Mean and covariance of subsets of the rows of ``x``.
+
+    A batch larger than half the sample is the whole sample minus its complement, whose
+    sums are cheaper: FPD's batches (40-100% of the sample) then cost about a third of the
+    direct products. ``x`` should be roughly centred (the sums of products then lose no
+    precision)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.total = x.sum(axis=0)
+        self.products = x.T @ x
+
+    def __call__(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b = len(index)
+        if 2 * b > len(self.x):
+            keep = np.ones(len(self.x), dtype=bool)
+            keep[index] = False
+            rest = self.x[keep]
+            total, products = self.total - rest.sum(axis=0), self.products - rest.T @ rest
+        else:
+            rows = self.x[index]
+            total, products = rows.sum(axis=0), rows.T @ rows
+        mean = total / b
+        return mean, (products - b * np.outer(mean, mean)) / (b - 1)
+
+
 def fpd(real, gen, min_samples: int = 20_000, max_samples: int = 50_000,
         num_batches: int = 20, num_points: int = 10, normalise: bool = True,
         seed: int = 42, num_bootstrap: int = 10) -> tuple[float, float]:
@@ -307,10 +334,12 @@ def fpd(real, gen, min_samples: int = 20_000, max_samples: int = 50_000,
     min_samples = min(min_samples, max(2, int(0.4 * max_samples)))
     sizes = (1.0 / np.linspace(1.0 / min_samples, 1.0 / max_samples, num_points)).astype(int)
     rng = np.random.default_rng(seed)
+    shift = real.mean(axis=0)  # the distance is unchanged by a common shift
+    real_moments, gen_moments = _BatchMoments(real - shift), _BatchMoments(gen - shift)
     values = []
     for size in sizes:
-        points = [_gaussian_fd(real[rng.choice(len(real), size, replace=False)],
-                               gen[rng.choice(len(gen), size, replace=False)])
+        points = [frechet_distance(*real_moments(rng.choice(len(real), size, replace=False)),
+                                   *gen_moments(rng.choice(len(gen), size, replace=False)))
                   for _ in range(num_batches)]
         values.append(np.mean(points))
     value, fit_error = _intercept(1.0 / sizes, np.asarray(values))
@@ -323,12 +352,18 @@ def fpd(real, gen, min_samples: int = 20_000, max_samples: int = 50_000,
     return value, float(np.hypot(fit_error, spread))
 
 
-def _kernel_sum(x: np.ndarray, y: np.ndarray, degree: int, block: int = 1024) -> float:
+def _kernel_sum(x: np.ndarray, y: np.ndarray | None, degree: int, block: int = 1024
+                ) -> float:
     """Sum of the polynomial kernel ``(x.y / n_features + 1)^degree`` over all pairs, in
-    row blocks so that memory stays at ``block * len(y)``."""
+    row blocks so that memory stays at ``block * len(y)``. ``y=None`` means ``y = x``:
+    then only the blocks on and above the diagonal are computed (the kernel matrix is
+    symmetric), a third fewer products."""
+    symmetric = y is None
+    y = x if symmetric else y
     total = 0.0
     for lo in range(0, len(x), block):
-        k = x[lo:lo + block] @ y.T
+        hi = min(lo + block, len(x))
+        k = x[lo:hi] @ (y[lo:] if symmetric else y).T
         k *= 1.0 / x.shape[1]
         k += 1.0
         if degree == 4:  # in-place squaring: 3x faster than a power
@@ -336,7 +371,10 @@ def _kernel_sum(x: np.ndarray, y: np.ndarray, degree: int, block: int = 1024) ->
             np.square(k, out=k)
         else:
             np.power(k, degree, out=k)
-        total += float(k.sum())
+        if symmetric:  # the diagonal block once, the blocks right of it twice
+            total += float(k[:, :hi - lo].sum()) + 2.0 * float(k[:, hi - lo:].sum())
+        else:
+            total += float(k.sum())
     return total
 
 
@@ -347,8 +385,8 @@ def mmd_polynomial(x, y, degree: int = 4) -> float:
     d = x.shape[1]
     diag_x = ((np.einsum("ij,ij->i", x, x) / d + 1.0) ** degree).sum()
     diag_y = ((np.einsum("ij,ij->i", y, y) / d + 1.0) ** degree).sum()
-    return float((_kernel_sum(x, x, degree) - diag_x) / (m * (m - 1))
-                 + (_kernel_sum(y, y, degree) - diag_y) / (n * (n - 1))
+    return float((_kernel_sum(x, None, degree) - diag_x) / (m * (m - 1))
+                 + (_kernel_sum(y, None, degree) - diag_y) / (n * (n - 1))
                  - 2.0 * _kernel_sum(x, y, degree) / (m * n))
 
 
