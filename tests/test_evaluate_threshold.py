@@ -4,8 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from caloforge import CaloforgeError
 from caloforge.cli.main import main
@@ -13,15 +11,6 @@ from caloforge.data import ShowerSet, write_showers
 from caloforge.data.threshold import READOUT_THRESHOLD_MEV, apply_threshold, default_threshold
 from caloforge.evaluate import evaluate_files
 from caloforge.geometry import GEOMETRIES, get_geometry
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(previous)
 
 
 def photons(n: int, seed: int) -> ShowerSet:

@@ -220,6 +220,40 @@ def _moments(flat: np.ndarray, coordinate: np.ndarray, energy: np.ndarray):
     return mean, width, first, second
 
 
+def _layer_shapes(layer: Layer, i: int, flat: np.ndarray, threshold: float,
+                  challenge: bool) -> tuple[dict[str, np.ndarray], tuple]:
+    """Per-layer observables of layer ``i`` from its ``(N, cells)`` deposits (MeV), and the
+    raw first and second moments along both axes (``(N, 2)`` each) for the whole-shower
+    barycentre and width."""
+    n = len(flat)
+    energy = flat.sum(axis=1)
+    coord_a, coord_b, index = _coordinates(layer)
+    a, b = axis_names(layer)
+    centre_a, width_a, first_a, second_a = _moments(flat, coord_a, energy)
+    centre_b, width_b, first_b, second_b = _moments(flat, coord_b, energy)
+    if flat.shape[1] >= 2:
+        top = np.partition(flat, flat.shape[1] - 2, axis=1)[:, -2:]
+        first, second = top[:, 1], top[:, 0]
+    else:
+        first, second = flat[:, 0], np.zeros(n)
+    occupied = (flat > threshold).mean(axis=1)
+    out = {
+        f"E_{i}": energy,
+        f"E_ratio_{i}": _safe_divide(first - second, first + second),
+        f"sigma_{i}": _moments(flat, index, energy)[1],
+        f"sparsity_{i}": 1.0 - occupied if challenge else occupied,
+        f"centre_{a}_{i}": centre_a,
+        f"centre_{b}_{i}": centre_b,
+        f"width_{a}_{i}": width_a,
+        f"width_{b}_{i}": width_b,
+    }
+    if layer.is_polar:
+        centre_r, width_r, _, _ = _moments(flat, np.hypot(coord_a, coord_b), energy)
+        out[f"centre_r_{i}"], out[f"width_r_{i}"] = centre_r, width_r
+    raw = (np.stack([first_a, second_a], axis=1), np.stack([first_b, second_b], axis=1))
+    return out, raw
+
+
 def shower_shapes(showers: ShowerSet, threshold: float = 0.0) -> dict[str, np.ndarray]:
     """Shower-shape observables of every shower.
 
@@ -245,35 +279,12 @@ def shower_shapes(showers: ShowerSet, threshold: float = 0.0) -> dict[str, np.nd
     a0, b0 = axis_names(geometry.layers[0])
     sums = {a0: np.zeros((n, 2)), b0: np.zeros((n, 2))}
     for i, (layer, arr) in enumerate(zip(geometry.layers, showers.layers, strict=True)):
-        arr = arr.astype(np.float64)
-        flat = arr.reshape(n, -1)
-        energy = flat.sum(axis=1)
-        layer_energy[:, i] = energy
-        coord_a, coord_b, index = _coordinates(layer)
-        a, b = axis_names(layer)
-        centre_a, width_a, first_a, second_a = _moments(flat, coord_a, energy)
-        centre_b, width_b, first_b, second_b = _moments(flat, coord_b, energy)
-        if flat.shape[1] >= 2:
-            top = np.partition(flat, flat.shape[1] - 2, axis=1)[:, -2:]
-            first, second = top[:, 1], top[:, 0]
-        else:
-            first, second = flat[:, 0], np.zeros(n)
-        per_layer[f"E_{i}"] = energy
-        per_layer[f"E_ratio_{i}"] = _safe_divide(first - second, first + second)
-        per_layer[f"sigma_{i}"] = _moments(flat, index, energy)[1]
-        occupied = (flat > threshold).mean(axis=1)
-        per_layer[f"sparsity_{i}"] = 1.0 - occupied if challenge else occupied
-        if layer.is_polar:
-            radius = np.hypot(coord_a, coord_b)
-            centre_r, width_r, _, _ = _moments(flat, radius, energy)
-            per_layer[f"centre_r_{i}"] = centre_r
-            per_layer[f"width_r_{i}"] = width_r
-        per_layer[f"centre_{a}_{i}"] = centre_a
-        per_layer[f"centre_{b}_{i}"] = centre_b
-        per_layer[f"width_{a}_{i}"] = width_a
-        per_layer[f"width_{b}_{i}"] = width_b
-        sums[a0] += np.stack([first_a, second_a], axis=1)
-        sums[b0] += np.stack([first_b, second_b], axis=1)
+        flat = arr.astype(np.float64).reshape(n, -1)
+        shapes, raw = _layer_shapes(layer, i, flat, threshold, challenge)
+        per_layer.update(shapes)
+        layer_energy[:, i] = shapes[f"E_{i}"]
+        sums[a0] += raw[0]
+        sums[b0] += raw[1]
 
     total = layer_energy.sum(axis=1)
     index = np.arange(geometry.n_layers, dtype=np.float64)
