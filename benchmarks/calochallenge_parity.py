@@ -28,8 +28,15 @@ Pairs (reference and generated each ``--n`` showers, independent seeds):
 The official script is run unchanged except for one line: its train/test/validation split
 uses fixed counts of the full dataset (80,000 / 20,000 / 21,000 showers for dataset-1
 photons), which a file of a few thousand showers cannot fill, so ``ttv_split`` is called
-without ``dataset=`` (its own 60/20/20 fallback). Its FPD/KPD need ``jetnet``; give
-``--jetnet`` a folder that makes ``import jetnet`` work (see docs/evaluation.md).
+without ``dataset=`` (its own 60/20/20 fallback). Its FPD/KPD call
+``jetnet.evaluation.fpd``/``kpd``, whose package imports much else (numba, energyflow,
+coffea, torch_geometric); ``jetnet-shim`` makes a folder where ``import jetnet`` gives
+jetnet's own, unchanged ``gen_metrics.py`` with those imports stubbed (``numba.njit`` is the
+identity, so KPD runs the same numpy code uncompiled):
+
+    pip install --no-deps --target /tmp/jetnet-pkg jetnet==0.2.5
+    python benchmarks/calochallenge_parity.py jetnet-shim --package /tmp/jetnet-pkg \
+        --to /tmp/jetnet-shim     # then: official ... --jetnet /tmp/jetnet-shim
 """
 
 from __future__ import annotations
@@ -230,6 +237,35 @@ def run_official(args) -> None:
             (work / "official.json").write_text(json.dumps(results, indent=2))
 
 
+_SHIM = {
+    "numba/__init__.py": "def njit(*args, **kwargs):\n"
+                         "    if len(args) == 1 and callable(args[0]) and not kwargs:\n"
+                         "        return args[0]\n"
+                         "    return lambda f: f\n\n\n"
+                         "prange = range\n\n\n"
+                         "def set_num_threads(n):\n    pass\n",
+    "energyflow/__init__.py": "",
+    "energyflow/emd.py": "emds = None\n",
+    "jetnet/__init__.py": "import jetnet.evaluation  # noqa: F401\n",
+    "jetnet/datasets.py": "JetNet = None\n",
+    "jetnet/utils.py": "",
+    "jetnet/evaluation/__init__.py": "from .gen_metrics import fpd, kpd  # noqa: F401\n",
+}
+
+
+def jetnet_shim(args) -> None:
+    source = Path(args.package) / "jetnet" / "evaluation" / "gen_metrics.py"
+    if not source.exists():
+        sys.exit(f"{source} not found: pip install --no-deps --target {args.package} "
+                 f"jetnet==0.2.5")
+    target = Path(args.to)
+    for name, text in _SHIM.items():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text(text)
+    shutil.copy(source, target / "jetnet" / "evaluation" / "gen_metrics.py")
+    print(f"wrote {target}: jetnet's gen_metrics.py with stubbed imports")
+
+
 def _pm(pair, scale: float = 1.0, digits: int = 3) -> str:
     if not pair:
         return "–"
@@ -273,11 +309,15 @@ def main() -> None:
     p.add_argument("--official-args", nargs=argparse.REMAINDER, default=[],
                    help="passed on to evaluate.py (e.g. --cls_n_epochs 30)")
     sub.add_parser("table", help="print the comparison table (markdown)")
-    for p in sub.choices.values():
-        p.add_argument("--workdir", default="/tmp/caloforge-parity")
+    p = sub.add_parser("jetnet-shim", help="folder where 'import jetnet' gives fpd and kpd")
+    p.add_argument("--package", required=True, help="pip --target folder holding jetnet")
+    p.add_argument("--to", required=True)
+    for name, p in sub.choices.items():
+        if name != "jetnet-shim":
+            p.add_argument("--workdir", default="/tmp/caloforge-parity")
     args = parser.parse_args()
-    {"make": make, "caloforge": run_caloforge, "official": run_official,
-     "table": table}[args.step](args)
+    {"make": make, "caloforge": run_caloforge, "official": run_official, "table": table,
+     "jetnet-shim": jetnet_shim}[args.step](args)
 
 
 if __name__ == "__main__":
