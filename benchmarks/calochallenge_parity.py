@@ -275,8 +275,11 @@ def _pm(pair, scale: float = 1.0, digits: int = 3) -> str:
 def table(args) -> None:
     work = Path(args.workdir)
     ours = json.loads((work / "caloforge.json").read_text())
-    path = work / "official.json"
-    theirs = json.loads(path.read_text()) if path.exists() else {}
+    theirs: dict = {}
+    for path in [work / "official.json", *map(Path, args.merge)]:
+        if path.exists():  # several official runs side by side (one per pair) merge here
+            for pair, row in json.loads(path.read_text()).items():
+                theirs.setdefault(pair, {}).update(row)
     print("| pair | AUC low: caloforge / official | AUC high: caloforge / official | "
           "FPD x10^3: caloforge / official | KPD x10^3: caloforge / official |")
     print("|---|---|---|---|---|")
@@ -284,8 +287,10 @@ def table(args) -> None:
         off = theirs.get(pair, {})
         low = off.get("cls-low", {}).get("auc")
         high = off.get("cls-high", {}).get("auc")
-        print(f"| {pair} | {row['auc_low']:.3f} / {low if low is None else f'{low:.3f}'} | "
-              f"{row['auc_high']:.3f} / {high if high is None else f'{high:.3f}'} | "
+        ours_low = _pm([row["auc_low"], row["auc_low_error"] or 0.0])
+        ours_high = _pm([row["auc_high"], row["auc_high_error"] or 0.0])
+        print(f"| {pair} | {ours_low} / {'–' if low is None else f'{low:.3f}'} | "
+              f"{ours_high} / {'–' if high is None else f'{high:.3f}'} | "
               f"{_pm(row['fpd'], 1e3)} / {_pm(off.get('fpd'), 1e3)} | "
               f"{_pm(row['kpd'], 1e3)} / {_pm(off.get('kpd'), 1e3)} |")
 
@@ -308,7 +313,9 @@ def main() -> None:
                    choices=["cls-low", "cls-high", "fpd"])
     p.add_argument("--official-args", nargs=argparse.REMAINDER, default=[],
                    help="passed on to evaluate.py (e.g. --cls_n_epochs 30)")
-    sub.add_parser("table", help="print the comparison table (markdown)")
+    p = sub.add_parser("table", help="print the comparison table (markdown)")
+    p.add_argument("--merge", nargs="*", default=[],
+                   help="more official.json files (from runs with other --workdir)")
     p = sub.add_parser("jetnet-shim", help="folder where 'import jetnet' gives fpd and kpd")
     p.add_argument("--package", required=True, help="pip --target folder holding jetnet")
     p.add_argument("--to", required=True)
