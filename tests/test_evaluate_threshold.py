@@ -94,7 +94,10 @@ def test_apply_threshold_zeroes_below_keeps_at_and_above():
 
 
 def test_every_shipped_geometry_has_a_documented_default():
-    assert set(READOUT_THRESHOLD_MEV) == set(GEOMETRIES)
+    # the shipped ones (other tests register more geometries in the same process)
+    shipped = {"calogan", "atlas89", "clic51"} | {n for n in GEOMETRIES
+                                                 if n.startswith("calochallenge_")}
+    assert set(READOUT_THRESHOLD_MEV) == shipped
     assert default_threshold("calochallenge_ds1_pions") == 1.0
     assert default_threshold("calochallenge_ds3") == pytest.approx(0.01515, rel=1e-3)
     assert default_threshold("calogan") == 1e-3
