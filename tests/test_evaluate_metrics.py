@@ -33,9 +33,10 @@ def test_separation_power_identical_and_disjoint():
     assert separation_power(x, x) == 0.0
     assert histogram_separation_power([3, 0, 5], [3, 0, 5]) == 0.0
     assert histogram_separation_power([1, 2, 0, 0], [0, 0, 7, 1]) == pytest.approx(1.0)
-    # disjoint samples on the automatic common binning
-    assert separation_power(rng.uniform(0, 1, 500), rng.uniform(5, 6, 500)) == \
-        pytest.approx(1.0)
+    # disjoint samples on the reference's binning: the generated sample piles up in the
+    # last bin, which holds 1/50 of the reference: S = 0.5 (0.98^2 / 1.02 + 0.98) = 0.96
+    assert separation_power(rng.uniform(0, 1, 50_000), rng.uniform(5, 6, 500)) == \
+        pytest.approx(0.96, abs=0.005)
 
 
 def test_separation_power_hand_computed():
@@ -57,12 +58,18 @@ def test_separation_power_of_two_samples_of_one_distribution_is_small():
 
 
 def test_common_bins_scales():
-    edges = common_bins([1.0, 10.0, 100.0], [1000.0], bins=3, scale="log", quantile=0.0)
-    np.testing.assert_allclose(edges, [1.0, 10.0, 100.0, 1000.0])
+    # the range is the reference's: the generated sample does not move it
+    edges = common_bins([1.0, 10.0, 100.0], [1000.0], bins=2, scale="log", quantile=0.0)
+    np.testing.assert_allclose(edges, [1.0, 10.0, 100.0])
     np.testing.assert_allclose(common_bins([0, 1, 2], [3], scale="discrete"),
-                               [-0.5, 0.5, 1.5, 2.5, 3.5])
+                               [-0.5, 0.5, 1.5, 2.5])
     edges = common_bins(np.full(10, 5.0), bins=4)
     assert edges[0] < 5.0 < edges[-1]
+    # a constant reference: the generated sample gives the range
+    np.testing.assert_allclose(common_bins(np.zeros(5), [1.0, 2.0], bins=2), [0.0, 1.0, 2.0])
+    # physical limits bound the range
+    edges = common_bins(np.linspace(-0.5, 1.5, 1001), bins=4, quantile=0.0, limits=(0, 1))
+    np.testing.assert_allclose(edges, [0.0, 0.25, 0.5, 0.75, 1.0])
     with pytest.raises(CaloforgeError, match="NaN"):
         common_bins([1.0, np.nan])
     with pytest.raises(CaloforgeError, match="empty"):
@@ -125,3 +132,50 @@ def test_fpd_kpd_bad_input():
         fpd(np.zeros((10, 3)), np.zeros((10, 4)))
     with pytest.raises(CaloforgeError, match="NaN"):
         kpd(np.full((10, 2), np.nan), np.zeros((10, 2)))
+
+
+def _response_case(n: int = 100_000, seed: int = 5):
+    """Issue case: reference response N(0.98, 0.02); generated the same with 20% empty
+    showers (response 0)."""
+    rng = np.random.default_rng(seed)
+    reference = rng.normal(0.98, 0.02, n)
+    generated = rng.normal(0.98, 0.02, n)
+    generated[rng.random(n) < 0.2] = 0.0
+    return reference, generated, rng
+
+
+def test_separation_power_of_empty_showers_is_not_hidden_by_outliers():
+    reference, generated, rng = _response_case()
+    # 20% of the mass moved into the first bin: S = 0.5 (0.2^2 / 0.2 + 0.2^2 / 1.8) = 0.111
+    before = separation_power(reference, generated)
+    assert before == pytest.approx(0.111, abs=0.005)
+    # 0.2% more generated values at 500: they land in the last bin and the rest of the
+    # histogram keeps its binning (before: the range followed them and S fell to 0.001)
+    outliers = generated.copy()
+    outliers[rng.choice(len(outliers), len(outliers) // 500, replace=False)] = 500.0
+    after = separation_power(reference, outliers)
+    assert after == pytest.approx(before, abs=0.005)
+    assert after > 0.1
+    # the same with the physical range of the response as limits
+    edges = common_bins(reference, outliers, limits=(0.0, 1.5))
+    assert 0.9 < edges[0] and edges[-1] < 1.1
+
+
+def test_frechet_distance_agrees_with_the_matrix_square_root():
+    from scipy import linalg
+
+    rng = np.random.default_rng(11)
+    for d in (1, 3, 40):
+        a, b = rng.normal(size=(2 * d + 5, d)), rng.normal(size=(2 * d + 5, d)) * 1.3
+        s1, s2 = np.cov(a, rowvar=False).reshape(d, d), np.cov(b, rowvar=False).reshape(d, d)
+        mu1, mu2 = a.mean(axis=0), b.mean(axis=0) + 0.2
+        root = np.real(linalg.sqrtm(s1 @ s2))
+        expected = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2 - 2 * root)
+        assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-7)
+
+
+def test_minimum_sample_size_for_distances():
+    from caloforge.evaluate.metrics import min_showers_for_distances
+
+    assert min_showers_for_distances(10) == 200
+    assert min_showers_for_distances(360) == 1800

@@ -157,3 +157,26 @@ def test_polar_layer_barycentre_and_radial_width():
     shapes = shower_shapes(ShowerSet(g, g.join_layers(layers), [1000.0]))
     # radial indices 3, 3, 4 with weights 10, 10, 20: mean 3.5, RMS 0.5
     assert shapes["sigma_1"][0] == pytest.approx(0.5)
+
+
+def test_calochallenge_conventions_centre_sign_radial_moments_and_sparsity():
+    # The CaloChallenge's HighLevelFeatures: angular bin j of n centred at
+    # alpha = -pi + (j + 1/2) 2 pi / n, cell at (r cos alpha, r sin alpha); sparsity is the
+    # fraction of empty cells.
+    g = get_geometry("calochallenge_ds1_photons")
+    layers = [np.zeros((1, *layer.shape), np.float32) for layer in g.layers]
+    layers[1][0, 5, 3] = 10.0  # alpha = +pi/10, r bin 6-8 mm
+    layers[0][0, 0, 2] = 4.0  # one angular bin: alpha = 0; r bin 10-30 mm
+    shapes = shower_shapes(ShowerSet(g, g.join_layers(layers), [1000.0]))
+    alpha = np.pi / 10
+    assert shapes["centre_x_1"][0] == pytest.approx(7.0 * np.cos(alpha))
+    assert shapes["centre_y_1"][0] == pytest.approx(7.0 * np.sin(alpha))
+    assert shapes["centre_x_0"][0] == pytest.approx(20.0)  # positive, as the challenge's
+    assert shapes["centre_r_1"][0] == pytest.approx(7.0)
+    assert shapes["centre_r_0"][0] == pytest.approx(20.0)
+    assert shapes["width_r_1"][0] == pytest.approx(0.0, abs=1e-9)
+    assert shapes["sparsity_1"][0] == pytest.approx(1.0 - 1 / 160)
+    assert shapes["sparsity_2"][0] == pytest.approx(1.0)
+    info = observables(g)
+    assert "empty cells, CaloChallenge" in info["sparsity_1"].label
+    assert "non-zero cells, CaloGAN" in observables(get_geometry("calogan"))["sparsity_0"].label

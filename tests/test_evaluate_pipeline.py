@@ -97,6 +97,7 @@ def test_cli_on_atlas89_and_clic51(files, tmp_path, prefix, capsys):
           str(out), "--epochs", "2", "--threads", "1", "--quiet"])
     text = capsys.readouterr().out
     assert "classifier low" in text and "FPD" in text
+    assert "calibrated" in text and "raw" in text
     metrics = json.loads((out / "metrics.json").read_text())
     geometry = get_geometry(metrics["geometry"])
     assert metrics["geometry"] == {"atlas": "atlas89", "clic": "clic51"}[prefix]

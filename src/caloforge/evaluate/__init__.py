@@ -18,6 +18,7 @@ from caloforge.evaluate.metrics import (
     frechet_distance,
     histogram_separation_power,
     kpd,
+    min_showers_for_distances,
     mmd_polynomial,
     separation_power,
 )
@@ -30,7 +31,7 @@ from caloforge.evaluate.observables import (
     response_profile,
     shower_shapes,
 )
-from caloforge.evaluate.pipeline import evaluate_files
+from caloforge.evaluate.pipeline import EvaluationConfig, evaluate_files
 
 __all__ = [
     "INPUTS",
@@ -47,6 +48,7 @@ __all__ = [
     "fpd",
     "kpd",
     "mmd_polynomial",
+    "min_showers_for_distances",
     "classifier_inputs",
     "train_classifier",
     "classifier_test",
@@ -54,4 +56,5 @@ __all__ = [
     "nearest_neighbours",
     "memorisation_ratio",
     "evaluate_files",
+    "EvaluationConfig",
 ]

@@ -1,11 +1,11 @@
-"""Evaluation of the ATLAS-like 89-cell photon cluster (seed 003), beyond the generic one.
+"""Evaluation of the ATLAS-like 89-cell photon cluster, beyond the generic one.
 
-The seed compares real and generated clusters by:
+Klein's dense-WGAN study of this cluster compares real and generated clusters by:
 
 - mean cell intensities per layer (reference, generated and their ratio);
 - the energy-weighted barycentre of each layer in eta and phi, averaged over showers,
   and the RMS width per layer, ``RMS = sqrt(sum_i E_i (x_i - x_bar)^2 / sum_i E_i)``
-  with ``x_bar = sum_i E_i x_i / sum_i E_i`` (the seed's appendix: ``w_i = E_i``,
+  with ``x_bar = sum_i E_i x_i / sum_i E_i`` (its appendix: ``w_i = E_i``,
   ``x_i = eta_i``), averaged over showers;
 - the total energy per event.
 
@@ -76,7 +76,7 @@ def _stats(s: np.ndarray) -> dict[str, float]:
 
 @register_extra("atlas89")
 class Atlas89Extra(GeometryExtra):
-    """Mean cell intensities, barycentres and RMS per layer, and total energy (seed 003)."""
+    """Mean cell intensities, barycentres and RMS per layer, and total energy (Klein)."""
 
     title = "ATLAS-like cluster: cell intensities, barycentres and total energy"
 

@@ -26,13 +26,16 @@ One difference: the inputs are standardised (mean 0, variance 1 per feature over
 training split) before the network, which makes training converge in fewer epochs on CPU.
 
 References:
-    C. Krause, D. Shih, "CaloFlow", Phys. Rev. D 107 (2023) 113003, arXiv:2106.05285
-    (classifier as the "ultimate metric").
+    C. Krause, D. Shih, "CaloFlow: fast and accurate generation of calorimeter showers
+    with normalizing flows", Phys. Rev. D 107 (2023) 113003, arXiv:2106.05285 (classifier
+    as the "ultimate metric").
 
     CaloChallenge 2022 evaluation code, https://github.com/CaloChallenge/homepage
     (``code/evaluate.py``).
 
-    M. Paganini et al., CaloChallenge results, arXiv:2410.21611.
+    C. Krause, M. Faucci Giannelli, G. Kasieczka, B. Nachman, D. Salamani, D. Shih,
+    A. Zaborowska et al., "CaloChallenge 2022: a community challenge for fast calorimeter
+    simulation", arXiv:2410.21611.
 """
 
 from __future__ import annotations
@@ -194,104 +197,146 @@ def _bce(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
 
 
-def _one_run(reference: np.ndarray, generated: np.ndarray, seed: int, device, epochs: int,
-             patience: int, batch_size: int, lr: float, hidden: Sequence[int],
-             dropout: float, split: Sequence[float], progress: bool, desc: str) -> dict:
-    import torch
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.metrics import roc_auc_score
-    from tqdm.auto import tqdm
+def _splits(reference: np.ndarray, generated: np.ndarray, seed: int,
+            split: Sequence[float]) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """Train/validation/test sets of both samples cut to the same size, standardised.
 
-    start = time.perf_counter()
+    Returns:
+        ``([(x, y) for train, validation, test], showers per sample in train)``; ``y`` is
+        1 for reference and 0 for generated showers (as the CaloChallenge), ``x`` float32
+        standardised with the training split's mean and standard deviation.
+
+    Raises:
+        CaloforgeError: when a split would hold fewer than 4 showers.
+    """
     rng = np.random.default_rng(seed)
     n = min(len(reference), len(generated))
     ref_idx = _split(n, split, rng)
     gen_idx = _split(n, split, rng)
     ref_keep = rng.permutation(len(reference))[:n]
     gen_keep = rng.permutation(len(generated))[:n]
-
-    def part(i: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = []
+    for i in range(3):
         x = np.concatenate([reference[ref_keep[ref_idx[i]]], generated[gen_keep[gen_idx[i]]]])
-        # Label 1 = reference, 0 = generated (as the CaloChallenge).
         y = np.concatenate([np.ones(len(ref_idx[i])), np.zeros(len(gen_idx[i]))])
-        return x.astype(np.float32, copy=False), y.astype(np.float32)
-
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = part(0), part(1), part(2)
-    if min(len(y_train), len(y_val), len(y_test)) < 4:
+        parts.append((x.astype(np.float32, copy=False), y.astype(np.float32)))
+    if min(len(y) for _, y in parts) < 4:
         raise CaloforgeError(f"too few showers for the classifier test ({n} per sample)")
+    x_train = parts[0][0]
     mean = x_train.mean(axis=0, dtype=np.float64)
     std = x_train.std(axis=0, dtype=np.float64)
     std[std < 1e-8] = 1.0
-    for x in (x_train, x_val, x_test):
+    for x, _ in parts:
         x -= mean.astype(np.float32)
         x /= std.astype(np.float32)
+    return parts, [len(i) for i in ref_idx]
 
-    batch = int(min(batch_size, max(64, len(y_train) // 20)))
+
+def _network(n_inputs: int, hidden: Sequence[int], dropout: float):
+    """Fully connected classifier: LeakyReLU hidden layers with dropout, one logit out."""
+    import torch
+
+    layers: list[torch.nn.Module] = []
+    width = n_inputs
+    for h in hidden:
+        layers += [torch.nn.Linear(width, h), torch.nn.LeakyReLU(), torch.nn.Dropout(dropout)]
+        width = h
+    layers.append(torch.nn.Linear(width, 1))
+    return torch.nn.Sequential(*layers)
+
+
+def _predict(model, x: np.ndarray, device) -> np.ndarray:
+    """Probabilities (sigmoid of the logit) for the rows of ``x``, float64."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(x), 8192):
+            chunk = torch.from_numpy(x[lo:lo + 8192]).to(device)
+            out.append(torch.sigmoid(model(chunk)).squeeze(1).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def _fit(model, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray,
+         np.ndarray], device, epochs: int, patience: int, batch: int, lr: float,
+         progress: bool, desc: str) -> tuple[int, int]:
+    """Train with Adam on the BCE; keep the weights of the lowest validation loss.
+
+    Stops after ``patience`` epochs without improvement or once the validation AUC reaches
+    ``_SEPARATED_AUC``. Returns ``(best epoch, epochs run)``; ``model`` holds the best
+    weights afterwards.
+    """
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from tqdm.auto import tqdm
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    xt = torch.from_numpy(train[0]).to(device)
+    yt = torch.from_numpy(train[1]).to(device)
+    x_val, y_val = validation
+    best_loss, best_epoch, best_state, stale = np.inf, 0, None, 0
+    bar = tqdm(range(epochs), desc=desc or "classifier", unit="epoch", leave=False,
+               disable=not progress)
+    epoch = 0
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(yt), device=device)
+        for lo in range(0, len(yt), batch):
+            idx = order[lo:lo + batch]
+            loss = loss_fn(model(xt[idx]).squeeze(1), yt[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        p_val = _predict(model, x_val, device)
+        val_loss = _bce(p_val, y_val)
+        bar.set_postfix(val_loss=f"{val_loss:.4f}")
+        if val_loss < best_loss - 1e-5:
+            best_loss, best_epoch, stale = val_loss, epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        # Separated samples (the CaloChallenge stops at validation accuracy 1): more
+        # epochs would only sharpen the output, not change the verdict.
+        separated = roc_auc_score(y_val, p_val) >= _SEPARATED_AUC
+        if stale >= patience or separated:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    return best_epoch, epoch + 1
+
+
+def _one_run(reference: np.ndarray, generated: np.ndarray, seed: int, device, epochs: int,
+             patience: int, batch_size: int, lr: float, hidden: Sequence[int],
+             dropout: float, split: Sequence[float], progress: bool, desc: str) -> dict:
+    """One classifier run: split, train, calibrate on validation, score on test."""
+    import torch
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import roc_auc_score
+
+    start = time.perf_counter()
+    (train, validation, test), sizes = _splits(reference, generated, seed, split)
+    batch = int(min(batch_size, max(64, len(train[1]) // 20)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        layers: list[torch.nn.Module] = []
-        width = x_train.shape[1]
-        for h in hidden:
-            layers += [torch.nn.Linear(width, h), torch.nn.LeakyReLU(), torch.nn.Dropout(dropout)]
-            width = h
-        layers.append(torch.nn.Linear(width, 1))
-        model = torch.nn.Sequential(*layers).to(device)
-        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-        xt = torch.from_numpy(x_train).to(device)
-        yt = torch.from_numpy(y_train).to(device)
-
-        def predict(x: np.ndarray) -> np.ndarray:
-            model.eval()
-            out = []
-            with torch.no_grad():
-                for lo in range(0, len(x), 8192):
-                    chunk = torch.from_numpy(x[lo:lo + 8192]).to(device)
-                    out.append(torch.sigmoid(model(chunk)).squeeze(1).cpu().numpy())
-            return np.concatenate(out).astype(np.float64)
-
-        best_loss, best_epoch, best_state, stale = np.inf, 0, None, 0
-        bar = tqdm(range(epochs), desc=desc or "classifier", unit="epoch", leave=False,
-                   disable=not progress)
-        epoch = 0
-        for epoch in bar:
-            model.train()
-            order = torch.randperm(len(yt), device=device)
-            for lo in range(0, len(yt), batch):
-                idx = order[lo:lo + batch]
-                loss = loss_fn(model(xt[idx]).squeeze(1), yt[idx])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-            p_val = predict(x_val)
-            val_loss = _bce(p_val, y_val)
-            bar.set_postfix(val_loss=f"{val_loss:.4f}")
-            if val_loss < best_loss - 1e-5:
-                best_loss, best_epoch, stale = val_loss, epoch + 1, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-            # Separated samples (the CaloChallenge stops at validation accuracy 1): more
-            # epochs would only sharpen the output, not change the verdict.
-            separated = roc_auc_score(y_val, p_val) >= _SEPARATED_AUC
-            if stale >= patience or separated:
-                break
-        bar.close()
-        model.load_state_dict(best_state)
-        p_val, p_test = predict(x_val), predict(x_test)
-
+        model = _network(train[0].shape[1], hidden, dropout).to(device)
+        best_epoch, epochs_run = _fit(model, train, validation, device, epochs, patience,
+                                      batch, lr, progress, desc)
+        p_val, p_test = _predict(model, validation[0], device), _predict(model, test[0], device)
     calibrator = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1.0 - 1e-6)
-    calibrator.fit(p_val, y_val)
+    calibrator.fit(p_val, validation[1])
     p_cal = calibrator.predict(p_test)
+    y_test = test[1]
     return {
         "auc": float(roc_auc_score(y_test, p_cal)),
         "jsd": float((np.log(2.0) - _bce(p_cal, y_test)) / np.log(2.0)),
         "auc_uncalibrated": float(roc_auc_score(y_test, p_test)),
         "best_epoch": int(best_epoch),
-        "epochs_run": int(epoch + 1),
-        "n_train": int(len(ref_idx[0])),
-        "n_validation": int(len(ref_idx[1])),
-        "n_test": int(len(ref_idx[2])),
+        "epochs_run": int(epochs_run),
+        "n_train": int(sizes[0]),
+        "n_validation": int(sizes[1]),
+        "n_test": int(sizes[2]),
         "seconds": round(time.perf_counter() - start, 2),
     }
 
@@ -323,8 +368,11 @@ def train_classifier(reference: np.ndarray, generated: np.ndarray, repeat: int =
             shared with other jobs 1 is often much faster than oversubscribed cores.
 
     Returns:
-        ``{"auc", "auc_error", "jsd", "jsd_error", "auc_uncalibrated", "runs": [...]}``;
-        the errors are the standard deviation over runs (``None`` for one run).
+        ``{"auc", "auc_error", "jsd", "jsd_error", "auc_uncalibrated",
+        "auc_uncalibrated_error", "n_inputs", "runs": [...]}``: ``auc`` after the isotonic
+        calibration (its steps create ties, which can lower the AUC), ``auc_uncalibrated``
+        of the network's raw output; the errors are the standard deviation over runs
+        (``None`` for one run).
     """
     reference = np.asarray(reference, dtype=np.float32)
     generated = np.asarray(generated, dtype=np.float32)
@@ -357,9 +405,10 @@ def train_classifier(reference: np.ndarray, generated: np.ndarray, repeat: int =
 
     auc, auc_error = summary("auc")
     jsd, jsd_error = summary("jsd")
+    raw, raw_error = summary("auc_uncalibrated")
     return {"auc": auc, "auc_error": auc_error, "jsd": jsd, "jsd_error": jsd_error,
-            "auc_uncalibrated": summary("auc_uncalibrated")[0], "n_inputs":
-            int(reference.shape[1]), "runs": runs}
+            "auc_uncalibrated": raw, "auc_uncalibrated_error": raw_error,
+            "n_inputs": int(reference.shape[1]), "runs": runs}
 
 
 def classifier_test(reference: ShowerSet, generated: ShowerSet,

@@ -1,6 +1,6 @@
-"""Evaluation of the CLIC-like 51x51x25 ECAL (seed 004, 3DGAN), beyond the generic one.
+"""Evaluation of the CLIC-like 51x51x25 ECAL (3DGAN), beyond the generic one.
 
-The seed validates 3DGAN with:
+The 3DGAN paper (Carminati, Khattak et al.) validates 3DGAN with:
 
 - 2D projections of the shower on the xy, xz and yz planes (figure 1), here averaged over
   showers, reference and generated side by side;
@@ -17,6 +17,10 @@ coordinates are the geometry's cell centres and layer depth centres (mm for clic
 Layers of different shapes are padded to the largest grid, so any geometry works.
 Bounded memory: projections, per-bin sums and histograms are accumulated per chunk and
 only a capped table of per-shower features (no voxels) is kept.
+
+References:
+    F. Carminati, G. Khattak et al., "Generative Adversarial Networks for fast
+    simulation", J. Phys.: Conf. Ser. 1525 (2020) 012064 (CHEP 2019).
 """
 
 from __future__ import annotations

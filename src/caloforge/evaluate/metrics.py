@@ -17,10 +17,7 @@ References:
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from scipy import linalg
 
 from caloforge.errors import CaloforgeError
 
@@ -33,6 +30,7 @@ __all__ = [
     "fpd",
     "mmd_polynomial",
     "kpd",
+    "min_showers_for_distances",
 ]
 
 
@@ -46,43 +44,63 @@ def _finite_1d(values, what: str) -> np.ndarray:
 
 
 def common_bins(reference, generated=None, bins: int = 50, scale: str = "linear",
-                quantile: float = 1e-3) -> np.ndarray:
-    """Bin edges shared by both samples.
+                quantile: float = 1e-3, limits: tuple[float, float] | None = None
+                ) -> np.ndarray:
+    """Bin edges for comparing a generated sample with the reference, fixed by the reference.
 
-    The range spans both samples between their ``quantile`` and ``1 - quantile`` quantiles
-    (the lowest and highest of the two), so that one outlier does not squeeze the
-    histogram; :func:`separation_power` counts values outside in the end bins.
+    The range spans the reference between its ``quantile`` and ``1 - quantile`` quantiles,
+    bounded by the observable's physical ``limits`` where it has them; values outside (of
+    either sample) belong in the end bins (:func:`clipped_histogram`). The generated sample
+    never moves the range, so it cannot squeeze the histogram into one bin by adding
+    outliers: they land in an end bin, where they count. It is used only where the
+    reference alone gives no range (a constant reference, or no positive value for log
+    bins).
 
     Args:
         reference: reference sample (any shape; flattened).
-        generated: generated sample, or ``None`` for bins from the reference alone.
+        generated: generated sample, or ``None``; only for a degenerate reference (above).
         bins: number of bins (``"linear"``/``"log"``).
         scale: ``"linear"``, ``"log"`` (log-spaced over the positive values) or
             ``"discrete"`` (one bin per integer).
-        quantile: fraction cut off each end of each sample when choosing the range.
+        quantile: fraction of the reference left to each end bin when choosing the range.
+        limits: ``(low, high)`` physical range of the observable (e.g. ``(0, 1)`` for a
+            fraction), or ``None``.
 
     Returns:
         Increasing bin edges.
+
+    Raises:
+        CaloforgeError: for an empty or non-finite sample, or an unknown ``scale``.
     """
-    samples = [_finite_1d(reference, "reference")]
-    if generated is not None:
-        samples.append(_finite_1d(generated, "generated"))
+    ref = _finite_1d(reference, "reference")
+    gen = None if generated is None else _finite_1d(generated, "generated")
     if scale == "discrete":
-        lo = min(np.floor(s.min()) for s in samples)
-        hi = max(np.ceil(s.max()) for s in samples)
+        lo, hi = np.floor(ref.min()), np.ceil(ref.max())
+        if gen is not None and lo == hi:
+            lo, hi = min(lo, np.floor(gen.min())), max(hi, np.ceil(gen.max()))
         return np.arange(lo - 0.5, hi + 1.5)
     if scale not in ("linear", "log"):
         raise CaloforgeError(f"unknown binning scale {scale!r}; use linear, log or discrete")
     if scale == "log":
-        samples = [s[s > 0] for s in samples if np.any(s > 0)]
-        if not samples:
+        sample = ref[ref > 0]
+        if sample.size == 0 and gen is not None:
+            sample = gen[gen > 0]
+        if sample.size == 0:
             return np.linspace(0.0, 1.0, bins + 1)
-    ranges = np.array([np.quantile(s, [quantile, 1.0 - quantile]) for s in samples])
-    lo, hi = ranges[:, 0].min(), ranges[:, 1].max()
-    if scale == "log":
+        lo, hi = np.quantile(sample, [quantile, 1.0 - quantile])
+        if hi <= lo and gen is not None and np.any(gen > 0):
+            positive = gen[gen > 0]
+            lo, hi = min(lo, positive.min()), max(hi, positive.max())
         if hi <= lo:
             lo, hi = lo / 2.0, hi * 2.0
         return np.logspace(np.log10(lo), np.log10(hi), bins + 1)
+    lo, hi = np.quantile(ref, [quantile, 1.0 - quantile])
+    if limits is not None:
+        lo, hi = max(lo, limits[0]), min(hi, limits[1])
+    if hi <= lo and gen is not None:
+        lo, hi = min(lo, gen.min()), max(hi, gen.max())
+        if limits is not None:
+            lo, hi = max(lo, limits[0]), min(hi, limits[1])
     if hi <= lo:  # constant samples: centre a small range on the value
         width = max(abs(lo) * 1e-3, 1e-6)
         lo, hi = lo - width, hi + width
@@ -116,12 +134,22 @@ def separation_power(reference, generated, bins: int | np.ndarray = 50,
 
     Args:
         reference, generated: samples of one observable.
-        bins: bin edges, or a number of bins chosen by :func:`common_bins`.
+        bins: bin edges, or a number of bins chosen by :func:`common_bins` (range fixed by
+            the reference).
         scale: binning scale when ``bins`` is a number.
 
     Returns:
         ``S`` in [0, 1]: 0 for identical histograms, 1 for disjoint ones. Values outside the
         edges count in the end bins.
+
+    Raises:
+        CaloforgeError: for an empty or non-finite sample.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=1000)
+        >>> separation_power(x, x)
+        0.0
     """
     ref = _finite_1d(reference, "reference")
     gen = _finite_1d(generated, "generated")
@@ -164,21 +192,51 @@ def _normalise(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Fréchet distance between Gaussians: ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))``."""
+    """Fréchet distance between Gaussians: ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))``.
+
+    ``Tr sqrt(S1 S2)`` is the sum of the square roots of the eigenvalues of the symmetric
+    matrix ``L^T S2 L`` with ``S1 = L L^T`` (similar to ``S1 S2``; ``S1^(1/2)`` replaces
+    ``L`` when ``S1`` is singular): a Cholesky factor and a symmetric eigenvalue problem
+    instead of a general matrix square root, an order of magnitude faster for hundreds of
+    features and free of the complex round-off of ``sqrtm``.
+
+    Args:
+        mu1, mu2: ``(d,)`` means.
+        sigma1, sigma2: ``(d, d)`` covariance matrices (symmetric, positive semi-definite).
+
+    Returns:
+        The distance (>= 0 up to round-off).
+    """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     diff = mu1 - mu2
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if caught or not np.all(np.isfinite(covmean)):
-        # Nearly singular product (e.g. an almost constant feature): regularise slightly.
-        offset = np.eye(len(sigma1)) * 1e-6
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", linalg.LinAlgWarning)
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = np.real(covmean)
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    try:  # S1 = L L^T: S1 S2 is similar to L^T S2 L
+        factor = np.linalg.cholesky(sigma1)
+    except np.linalg.LinAlgError:  # singular S1 (a constant feature): S1^(1/2) instead
+        w, v = np.linalg.eigh(0.5 * (sigma1 + sigma1.T))
+        factor = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    inner = factor.T @ sigma2 @ factor
+    eigen = np.linalg.eigvalsh(0.5 * (inner + inner.T))
+    trace_root = float(np.sum(np.sqrt(np.clip(eigen, 0.0, None))))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_root)
+
+
+def min_showers_for_distances(n_features: int) -> int:
+    """Fewest showers per sample for which FPD and KPD carry an honest error.
+
+    FPD estimates a covariance of ``n_features`` features on batches down to 40% of the
+    smaller sample: the smallest batch must hold at least twice as many showers as there
+    are features, so the sample needs ``5 * n_features``. KPD's error is the spread over
+    batches of half the smaller sample, which need at least 100 showers each. Hence
+    ``max(5 * n_features, 200)``.
+
+    Args:
+        n_features: number of features (columns) compared.
+
+    Returns:
+        The minimum number of showers in each sample.
+    """
+    return max(5 * int(n_features), 200)
 
 
 def _intercept(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -200,9 +258,42 @@ def _intercept(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(coef[0]), error
 
 
+def _mean_cov(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (``np.cov``'s, ``ddof=1``) through one matrix product."""
+    mean = x.mean(axis=0)
+    centred = x - mean
+    return mean, (centred.T @ centred) / (len(x) - 1)
+
+
 def _gaussian_fd(x: np.ndarray, y: np.ndarray) -> float:
-    return frechet_distance(x.mean(axis=0), np.cov(x, rowvar=False),
-                            y.mean(axis=0), np.cov(y, rowvar=False))
+    return frechet_distance(*_mean_cov(x), *_mean_cov(y))
+
+
+class _BatchMoments:
+    """Mean and covariance of subsets of the rows of ``x``.
+
+    A batch larger than half the sample is the whole sample minus its complement, whose
+    sums are cheaper: FPD's batches (40-100% of the sample) then cost about a third of the
+    direct products. ``x`` should be roughly centred (the sums of products then lose no
+    precision)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.total = x.sum(axis=0)
+        self.products = x.T @ x
+
+    def __call__(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b = len(index)
+        if 2 * b > len(self.x):
+            keep = np.ones(len(self.x), dtype=bool)
+            keep[index] = False
+            rest = self.x[keep]
+            total, products = self.total - rest.sum(axis=0), self.products - rest.T @ rest
+        else:
+            rows = self.x[index]
+            total, products = rows.sum(axis=0), rows.T @ rows
+        mean = total / b
+        return mean, (products - b * np.outer(mean, mean)) / (b - 1)
 
 
 def fpd(real, gen, min_samples: int = 20_000, max_samples: int = 50_000,
@@ -243,10 +334,12 @@ def fpd(real, gen, min_samples: int = 20_000, max_samples: int = 50_000,
     min_samples = min(min_samples, max(2, int(0.4 * max_samples)))
     sizes = (1.0 / np.linspace(1.0 / min_samples, 1.0 / max_samples, num_points)).astype(int)
     rng = np.random.default_rng(seed)
+    shift = real.mean(axis=0)  # the distance is unchanged by a common shift
+    real_moments, gen_moments = _BatchMoments(real - shift), _BatchMoments(gen - shift)
     values = []
     for size in sizes:
-        points = [_gaussian_fd(real[rng.choice(len(real), size, replace=False)],
-                               gen[rng.choice(len(gen), size, replace=False)])
+        points = [frechet_distance(*real_moments(rng.choice(len(real), size, replace=False)),
+                                   *gen_moments(rng.choice(len(gen), size, replace=False)))
                   for _ in range(num_batches)]
         values.append(np.mean(points))
     value, fit_error = _intercept(1.0 / sizes, np.asarray(values))
@@ -259,12 +352,18 @@ def fpd(real, gen, min_samples: int = 20_000, max_samples: int = 50_000,
     return value, float(np.hypot(fit_error, spread))
 
 
-def _kernel_sum(x: np.ndarray, y: np.ndarray, degree: int, block: int = 1024) -> float:
+def _kernel_sum(x: np.ndarray, y: np.ndarray | None, degree: int, block: int = 1024
+                ) -> float:
     """Sum of the polynomial kernel ``(x.y / n_features + 1)^degree`` over all pairs, in
-    row blocks so that memory stays at ``block * len(y)``."""
+    row blocks so that memory stays at ``block * len(y)``. ``y=None`` means ``y = x``:
+    then only the blocks on and above the diagonal are computed (the kernel matrix is
+    symmetric), a third fewer products."""
+    symmetric = y is None
+    y = x if symmetric else y
     total = 0.0
     for lo in range(0, len(x), block):
-        k = x[lo:lo + block] @ y.T
+        hi = min(lo + block, len(x))
+        k = x[lo:hi] @ (y[lo:] if symmetric else y).T
         k *= 1.0 / x.shape[1]
         k += 1.0
         if degree == 4:  # in-place squaring: 3x faster than a power
@@ -272,7 +371,10 @@ def _kernel_sum(x: np.ndarray, y: np.ndarray, degree: int, block: int = 1024) ->
             np.square(k, out=k)
         else:
             np.power(k, degree, out=k)
-        total += float(k.sum())
+        if symmetric:  # the diagonal block once, the blocks right of it twice
+            total += float(k[:, :hi - lo].sum()) + 2.0 * float(k[:, hi - lo:].sum())
+        else:
+            total += float(k.sum())
     return total
 
 
@@ -283,8 +385,8 @@ def mmd_polynomial(x, y, degree: int = 4) -> float:
     d = x.shape[1]
     diag_x = ((np.einsum("ij,ij->i", x, x) / d + 1.0) ** degree).sum()
     diag_y = ((np.einsum("ij,ij->i", y, y) / d + 1.0) ** degree).sum()
-    return float((_kernel_sum(x, x, degree) - diag_x) / (m * (m - 1))
-                 + (_kernel_sum(y, y, degree) - diag_y) / (n * (n - 1))
+    return float((_kernel_sum(x, None, degree) - diag_x) / (m * (m - 1))
+                 + (_kernel_sum(y, None, degree) - diag_y) / (n * (n - 1))
                  - 2.0 * _kernel_sum(x, y, degree) / (m * n))
 
 

@@ -7,7 +7,9 @@ memory; :func:`memorisation_ratio` compares the typical distance of generated sh
 the reference with that of held-out reference showers to the rest of it.
 
 References:
-    C. Krause, D. Shih, "CaloFlow", arXiv:2106.05285 (nearest-neighbour figures).
+    C. Krause, D. Shih, "CaloFlow: fast and accurate generation of calorimeter showers
+    with normalizing flows", Phys. Rev. D 107 (2023) 113003, arXiv:2106.05285
+    (nearest-neighbour figures).
 """
 
 from __future__ import annotations

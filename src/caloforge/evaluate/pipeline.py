@@ -1,10 +1,20 @@
 """The evaluation pipeline: two shower files in, ``metrics.json`` and ``report.html`` out.
 
-It composes the pieces of :mod:`caloforge.evaluate` and owns no mathematics. Files are
-streamed in chunks (bounded memory, whatever the geometry): per shower only the shape
-observables and conditions are kept, plus the voxels of a subsample for the voxel-level
-classifier inputs (all showers for calogan and atlas89; for clic51 as many as fit in
-``voxel_budget_mb`` after 3 x 3 transverse pooling).
+It composes the pieces of :mod:`caloforge.evaluate` and owns no mathematics. Named stages,
+each a function of the previous stages' results and an :class:`EvaluationConfig`:
+
+1. :func:`prepare` (headers, geometry, readout threshold, subsamples),
+2. :func:`read_samples` (one streamed, thresholded pass over each file),
+3. :func:`histogram_stage` (observables' histograms and separation powers),
+4. :func:`distance_stage` (FPD, KPD),
+5. :func:`neighbour_stage` (nearest neighbours),
+6. :func:`classifier_stage` (the classifier test),
+7. :func:`report_stage` (figures, ``metrics.json``, ``report.html``).
+
+Files are streamed in chunks (bounded memory, whatever the geometry): per shower only the
+shape observables and conditions are kept, plus the voxels of a subsample for the
+voxel-level classifier inputs (all showers for calogan and atlas89; for clic51 as many as
+fit in ``voxel_budget_mb`` after 3 x 3 transverse pooling).
 """
 
 from __future__ import annotations
@@ -13,14 +23,14 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from caloforge._version import __version__
 from caloforge.data import file_info, iter_showers, read_showers
+from caloforge.data.threshold import apply_threshold, default_threshold
 from caloforge.errors import CaloforgeError
 from caloforge.evaluate.classifier import (
     INPUTS,
@@ -40,6 +50,7 @@ from caloforge.evaluate.metrics import (
     fpd,
     histogram_separation_power,
     kpd,
+    min_showers_for_distances,
 )
 from caloforge.evaluate.neighbours import NeighbourSearch, memorisation_ratio
 from caloforge.evaluate.observables import (
@@ -53,7 +64,18 @@ from caloforge.evaluate.observables import (
 from caloforge.evaluate.report import generator_label, write_report
 from caloforge.geometry import Geometry
 
-__all__ = ["evaluate_files", "check_compatible"]
+__all__ = [
+    "EvaluationConfig",
+    "evaluate_files",
+    "check_compatible",
+    "prepare",
+    "read_samples",
+    "histogram_stage",
+    "distance_stage",
+    "neighbour_stage",
+    "classifier_stage",
+    "report_stage",
+]
 
 _HIST_BINS = 50
 _CHUNK_BYTES = 256 * 2**20  # voxels read per chunk
@@ -86,7 +108,8 @@ class _Summary:
 
 
 def _summarise(path: Path, n: int, geometry: Geometry, pool: int, sample_index: np.ndarray,
-               search: NeighbourSearch | None, desc: str, progress: bool) -> _Summary:
+               search: NeighbourSearch | None, desc: str, progress: bool,
+               threshold: float) -> _Summary:
     from tqdm.auto import tqdm
 
     chunk_size = int(max(64, min(10_000, _CHUNK_BYTES // (4 * geometry.n_voxels))))
@@ -99,6 +122,7 @@ def _summarise(path: Path, n: int, geometry: Geometry, pool: int, sample_index: 
     with tqdm(total=n, desc=desc, unit="shower", disable=not progress, leave=False) as bar:
         for chunk in iter_showers(path, chunk_size=chunk_size, stop=n):
             chunk.check_finite(str(path))
+            apply_threshold(chunk.voxels, threshold, copy=False)
             for name, values in shower_shapes(chunk).items():
                 out.shapes.setdefault(name, []).append(values.astype(np.float64))
             out.incident_energy.append(chunk.incident_energy.astype(np.float64))
@@ -190,18 +214,11 @@ def _clean(obj):
     return obj
 
 
-def evaluate_files(reference_path: str | Path, generated_path: str | Path,
-                   outdir: str | Path, classifier_inputs: Sequence[str] = INPUTS,
-                   repeat: int = 1, max_showers: int | None = None, classifier: bool = True,
-                   seed: int = 0, device: str = "cpu", epochs: int = 50,
-                   plots: bool = True, progress: bool = True,
-                   voxel_budget_mb: float = 1024.0, threads: int | None = None) -> dict:
-    """Compare generated showers with reference showers; write metrics and a report.
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Settings of one evaluation (what ``caloforge evaluate``'s options set).
 
-    Args:
-        reference_path: the reference file (Geant4 or parametric showers).
-        generated_path: the file to judge; same geometry, same range of conditions.
-        outdir: folder for ``metrics.json``, ``report.html`` and the PNG figures.
+    Attributes:
         classifier_inputs: any of ``"low"``, ``"normed"``, ``"high"``.
         repeat: classifier runs per input (error bar: their standard deviation).
         max_showers: use at most this many showers of each file (the first ones).
@@ -211,104 +228,281 @@ def evaluate_files(reference_path: str | Path, generated_path: str | Path,
         epochs: most classifier epochs per run (early stopping usually ends sooner).
         plots: draw the figures (the report then has none).
         progress: progress bars.
-        voxel_budget_mb: memory for the voxel-level classifier inputs of each sample.
+        voxel_budget_mb: memory for the voxel-level classifier inputs of each sample, MB.
         threads: CPU threads for torch and the BLAS libraries (default: their own
             settings); 1 is often fastest on a machine shared with other jobs.
+        threshold: readout threshold in MeV per cell, applied to both samples before every
+            observable, histogram, classifier input and distance (cells below it count
+            as empty); ``None``: the geometry's default
+            (:func:`caloforge.data.threshold.default_threshold`).
+        distances: compute FPD and KPD (omitted anyway, with a warning, when a sample has
+            fewer showers than :func:`caloforge.evaluate.metrics.min_showers_for_distances`).
+    """
+
+    classifier_inputs: tuple[str, ...] = INPUTS
+    repeat: int = 1
+    max_showers: int | None = None
+    classifier: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    epochs: int = 50
+    plots: bool = True
+    progress: bool = True
+    voxel_budget_mb: float = 1024.0
+    threads: int | None = None
+    threshold: float | None = None
+    distances: bool = True
+
+    def validate(self) -> None:
+        """Check the settings before any file is read.
+
+        Raises:
+            CaloforgeError: for an unknown classifier input, a negative or non-finite
+                threshold, ``max_showers`` below 2, or CUDA asked for but missing.
+        """
+        for kind in self.classifier_inputs:
+            if kind not in INPUTS:
+                raise CaloforgeError(f"unknown classifier input {kind!r}; choose from "
+                                     f"{', '.join(INPUTS)}")
+        threshold = self.threshold
+        if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+            raise CaloforgeError(f"the readout threshold must be a finite value >= 0 MeV, "
+                                 f"got {threshold}")
+        if self.max_showers is not None and self.max_showers < 2:
+            raise CaloforgeError(f"--max-showers must be at least 2, got {self.max_showers}")
+        if self.classifier:
+            torch_device(self.device)  # fail before the long steps if CUDA is missing
+
+
+def evaluate_files(reference_path: str | Path, generated_path: str | Path,
+                   outdir: str | Path, config: EvaluationConfig | None = None,
+                   **options) -> dict:
+    """Compare generated showers with reference showers; write metrics and a report.
+
+    Runs the stages :func:`prepare`, :func:`read_samples`, :func:`histogram_stage`,
+    :func:`distance_stage`, :func:`neighbour_stage`, :func:`classifier_stage` and
+    :func:`report_stage` in that order.
+
+    Args:
+        reference_path: the reference file (Geant4 or parametric showers).
+        generated_path: the file to judge; same geometry, same range of conditions.
+        outdir: folder for ``metrics.json``, ``report.html`` and the PNG figures.
+        config: the settings (default: :class:`EvaluationConfig`'s).
+        **options: fields of :class:`EvaluationConfig` that replace those of ``config``
+            (e.g. ``epochs=3, plots=False``).
 
     Returns:
         The metrics also written to ``outdir/metrics.json``: ``classifier`` (per input:
-        ``auc``, ``jsd``, their errors and the runs), ``separation_power`` (observable ->
-        value), ``fpd`` and ``kpd`` (``[value, error]``), ``n_reference``, ``n_generated``,
-        ``nearest_neighbours``, ``energy_response``, ``reference``/``generated`` (file,
-        generator, particle), ``settings``, ``timing_s`` and ``warnings``.
+        ``auc``, ``auc_uncalibrated``, ``jsd``, their errors and the runs),
+        ``separation_power`` (observable -> value), ``fpd`` and ``kpd`` (``[value, error]``
+        or ``None``, see ``distances``), ``threshold_MeV``, ``n_reference``,
+        ``n_generated``, ``nearest_neighbours``, ``energy_response``,
+        ``reference``/``generated`` (file, generator, particle), ``settings``,
+        ``timing_s`` and ``warnings``.
+
+    Raises:
+        CaloforgeError: for bad settings, missing or unreadable files, files of different
+            geometries or condition ranges, empty files, NaN or infinite values.
+
+    Examples:
+        >>> metrics = evaluate_files("reference.h5", "generated.h5", "evaluation",
+        ...                          epochs=5, plots=False)  # doctest: +SKIP
+        >>> metrics["classifier"]["high"]["auc"]  # doctest: +SKIP
+        0.503
     """
+    config = replace(config or EvaluationConfig(), **options)
+    config = replace(config, classifier_inputs=tuple(config.classifier_inputs))
+    config.validate()
     with contextlib.ExitStack() as stack:
-        if threads is not None:
+        if config.threads is not None:
             from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-            stack.enter_context(threadpool_limits(limits=int(threads)))
-        return _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
-                         max_showers, classifier, seed, device, epochs, plots, progress,
-                         voxel_budget_mb, threads)
+            stack.enter_context(threadpool_limits(limits=int(config.threads)))
+        t_start = time.perf_counter()
+        setup = prepare(reference_path, generated_path, outdir, config)
+        samples = read_samples(setup, config)
+        histograms = histogram_stage(samples)
+        distances = distance_stage(samples, config)
+        neighbours = neighbour_stage(samples)
+        classifier = classifier_stage(samples, distances, config)
+        return report_stage(setup, samples, histograms, distances, neighbours, classifier,
+                            config, t_start)
 
 
-def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat, max_showers,
-              classifier, seed, device, epochs, plots, progress, voxel_budget_mb,
-              threads) -> dict:
-    t_start = time.perf_counter()
-    timing: dict[str, float] = {}
-    reference_path, generated_path = Path(reference_path), Path(generated_path)
-    for kind in classifier_inputs:
-        if kind not in INPUTS:
-            raise CaloforgeError(f"unknown classifier input {kind!r}; choose from "
-                                 f"{', '.join(INPUTS)}")
-    if max_showers is not None and max_showers < 2:
-        raise CaloforgeError(f"--max-showers must be at least 2, got {max_showers}")
-    if classifier:
-        torch_device(device)  # fail before the long steps if CUDA is missing
+@dataclass
+class Setup:
+    """What the stage :func:`prepare` decides before reading the showers.
+
+    Attributes:
+        paths: ``(reference, generated)`` file paths.
+        infos: their headers (:func:`caloforge.data.file_info` plus ``path``).
+        geometry: the common geometry.
+        outdir: the output folder (created).
+        threshold: readout threshold, MeV per cell; ``threshold_source`` says whose.
+        n: ``(reference, generated)`` showers used.
+        pool: transverse pooling of the voxel-level classifier inputs.
+        sample: ``(reference, generated)`` sorted shower indices kept for them.
+        warnings: messages for the report.
+        timing: seconds per stage.
+    """
+
+    paths: tuple[Path, Path]
+    infos: tuple[dict, dict]
+    geometry: Geometry
+    outdir: Path
+    threshold: float
+    threshold_source: str
+    n: tuple[int, int]
+    pool: int
+    sample: tuple[np.ndarray, np.ndarray]
+    warnings: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(reference_path: str | Path, generated_path: str | Path, outdir: str | Path,
+            config: EvaluationConfig) -> Setup:
+    """Stage "setup": read both headers, check them, choose the threshold and subsamples.
+
+    Args:
+        reference_path, generated_path: the two shower files.
+        outdir: output folder (created here, after the checks).
+        config: the settings.
+
+    Returns:
+        The :class:`Setup`: geometry, threshold (MeV per cell), showers used per file, and
+        the indices of the showers whose voxels feed the voxel-level classifier inputs
+        (pooled for fine geometries, subsampled to ``config.voxel_budget_mb``).
+
+    Raises:
+        CaloforgeError: for missing files, different geometries or an empty file.
+    """
+    t = time.perf_counter()
+    paths = (Path(reference_path), Path(generated_path))
     infos = []
-    for path in (reference_path, generated_path):
+    for path in paths:
         info = dict(file_info(path))
         info["path"] = str(path)
         infos.append(info)
-    ref_info, gen_info = infos
-    geometry = check_compatible(ref_info, gen_info)
-    n_ref = ref_info["n"] if max_showers is None else min(ref_info["n"], max_showers)
-    n_gen = gen_info["n"] if max_showers is None else min(gen_info["n"], max_showers)
+    geometry = check_compatible(*infos)
+    threshold = (default_threshold(geometry) if config.threshold is None
+                 else float(config.threshold))
+    source = "user" if config.threshold is not None else f"default for {geometry.name}"
+    n_ref, n_gen = (info["n"] if config.max_showers is None else
+                    min(info["n"], config.max_showers) for info in infos)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(config.seed)
     warnings: list[str] = []
-
-    # Voxel-level classifier inputs: pooled for fine geometries, subsampled to the budget.
     pool = pool_factor(geometry)
     n_pooled = sum(pooled_layer_sizes(geometry, pool))
-    need_voxels = classifier and any(k in ("low", "normed") for k in classifier_inputs)
-    cap = int(voxel_budget_mb * 2**20 // (4 * n_pooled)) if need_voxels else 0
+    need_voxels = config.classifier and any(k in ("low", "normed")
+                                            for k in config.classifier_inputs)
+    cap = int(config.voxel_budget_mb * 2**20 // (4 * n_pooled)) if need_voxels else 0
     sample_ref = np.sort(rng.choice(n_ref, min(cap, n_ref), replace=False))
     sample_gen = np.sort(rng.choice(n_gen, min(cap, n_gen), replace=False))
     if need_voxels and (len(sample_ref) < n_ref or len(sample_gen) < n_gen):
         warnings.append(f"voxel-level classifier inputs use {len(sample_ref)} reference and "
                         f"{len(sample_gen)} generated showers (memory budget "
-                        f"{voxel_budget_mb:g} MB per sample)")
+                        f"{config.voxel_budget_mb:g} MB per sample)")
     if pool > 1 and need_voxels:
         warnings.append(f"voxel-level classifier inputs are pooled {pool} x {pool} cells per "
                         f"layer ({n_pooled} inputs instead of {geometry.n_voxels})")
+    return Setup(paths, tuple(infos), geometry, outdir, threshold, source, (n_ref, n_gen),
+                 pool, (sample_ref, sample_gen), warnings, {"setup": time.perf_counter() - t})
 
-    # Nearest neighbours: generated showers, and held-out reference showers as a yardstick.
+
+@dataclass
+class Samples:
+    """What the stage :func:`read_samples` keeps of both files.
+
+    Attributes:
+        setup: the :class:`Setup` (its ``warnings`` and ``timing`` grow in later stages).
+        reference, generated: per-file :class:`_Summary` (shower shapes, conditions in MeV
+            and degrees, mean voxels, cell-energy counts, voxel subsample), thresholded.
+        search: nearest-neighbour search of the queries in the reference, filled.
+        gen_queries: the generated showers used as queries (thresholded).
+        n_queries: ``(generated, reference)`` query counts.
+    """
+
+    setup: Setup
+    reference: _Summary
+    generated: _Summary
+    search: NeighbourSearch
+    gen_queries: object
+    n_queries: tuple[int, int]
+
+
+def read_samples(setup: Setup, config: EvaluationConfig) -> Samples:
+    """Stage "read": stream both files once, thresholded, and keep per-shower summaries.
+
+    Every chunk is thresholded (:func:`caloforge.data.threshold.apply_threshold`) before
+    anything is computed from it: shower shapes (:func:`shower_shapes`), the mean shower,
+    the cell-energy spectrum, the voxel subsample of the classifier, the geometry's extra
+    observables and the nearest-neighbour search (100 generated and 100 held-out
+    reference showers as queries, Euclidean distance over the voxels in MeV).
+
+    Args:
+        setup: the result of :func:`prepare`.
+        config: the settings.
+
+    Returns:
+        The :class:`Samples`.
+
+    Raises:
+        CaloforgeError: for NaN or infinite values, or condition ranges that differ.
+    """
+    t = time.perf_counter()
+    ref_path, gen_path = setup.paths
+    n_ref, n_gen = setup.n
     n_stat_gen, n_stat_ref = min(_NN_STAT, n_gen), min(_NN_STAT, n_ref - 1)
-    gen_queries = read_showers(generated_path, n=n_stat_gen)
-    ref_queries = read_showers(reference_path, n=n_stat_ref) if n_stat_ref > 0 else None
-    queries = gen_queries.voxels if ref_queries is None else np.concatenate(
-        [gen_queries.voxels, ref_queries.voxels])
+    gen_queries = read_showers(gen_path, n=n_stat_gen)
+    apply_threshold(gen_queries.voxels, setup.threshold, copy=False)
+    queries = gen_queries.voxels
+    if n_stat_ref > 0:
+        ref_queries = read_showers(ref_path, n=n_stat_ref)
+        apply_threshold(ref_queries.voxels, setup.threshold, copy=False)
+        queries = np.concatenate([queries, ref_queries.voxels])
     exclude = np.concatenate([np.full(n_stat_gen, -1), np.arange(n_stat_ref)])
     search = NeighbourSearch(queries, k=1, exclude=exclude)
-    timing["setup"] = time.perf_counter() - t_start
-
-    t = time.perf_counter()
-    gen = _summarise(generated_path, n_gen, geometry, pool, sample_gen, None,
-                     "read generated", progress)
-    ref = _summarise(reference_path, n_ref, geometry, pool, sample_ref, search,
-                     "read reference", progress)
-    timing["read_and_shapes"] = time.perf_counter() - t
-
-    paths = (str(reference_path), str(generated_path))
+    gen = _summarise(gen_path, n_gen, setup.geometry, setup.pool, setup.sample[1], None,
+                     "read generated", config.progress, setup.threshold)
+    ref = _summarise(ref_path, n_ref, setup.geometry, setup.pool, setup.sample[0], search,
+                     "read reference", config.progress, setup.threshold)
+    setup.timing["read_and_shapes"] = time.perf_counter() - t
+    paths = (str(ref_path), str(gen_path))
     _check_condition("incident energy", "GeV", 1000.0, ref.incident_energy,
                      gen.incident_energy, paths)
     if ref.angle is not None and gen.angle is not None:
         _check_condition("angle", "deg", 1.0, ref.angle, gen.angle, paths)
-    ref_meta, gen_meta = ref_info["meta"], gen_info["meta"]
+    ref_meta, gen_meta = setup.infos[0]["meta"], setup.infos[1]["meta"]
     if ref_meta.get("particle") and gen_meta.get("particle") and \
             ref_meta["particle"] != gen_meta["particle"]:
-        warnings.append(f"the files name different particles: reference "
-                        f"{ref_meta['particle']!r}, generated {gen_meta['particle']!r}")
+        setup.warnings.append(f"the files name different particles: reference "
+                              f"{ref_meta['particle']!r}, generated {gen_meta['particle']!r}")
+    return Samples(setup, ref, gen, search, gen_queries, (n_stat_gen, n_stat_ref))
 
-    # Histograms and separation powers on one binning per observable.
+
+def histogram_stage(samples: Samples) -> dict:
+    """Stage "observables and histograms": one histogram per observable, both samples.
+
+    Bins are fixed by the reference (:func:`common_bins`, 50 bins, values outside in the
+    end bins), so a generated sample cannot move them.
+
+    Args:
+        samples: the result of :func:`read_samples`.
+
+    Returns:
+        ``{"separation": {observable: S}, "panels": {observable: histogram panel},
+        "cell_separation": S of the cell-energy spectrum or None, "conditions": ranges
+        (GeV, degrees) and S of the incident energy, "response": E_tot / E_inc profiles
+        against the incident energy (GeV) and the angle (degrees)}``.
+    """
     t = time.perf_counter()
-    info = observables(geometry)
+    ref, gen = samples.reference, samples.generated
     separation, panels = {}, {}
-    for name, obs in info.items():
-        edges = common_bins(ref.shapes[name], gen.shapes[name], _HIST_BINS, obs.scale)
+    for name, obs in observables(samples.setup.geometry).items():
+        edges = common_bins(ref.shapes[name], gen.shapes[name], _HIST_BINS, obs.scale,
+                            limits=obs.limits)
         counts = [clipped_histogram(ref.shapes[name], edges),
                   clipped_histogram(gen.shapes[name], edges)]
         separation[name] = histogram_separation_power(*counts)
@@ -317,6 +511,14 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
                         "separation": separation[name]}
     cell_separation = (histogram_separation_power(ref.cell_counts, gen.cell_counts)
                        if ref.cell_counts.sum() and gen.cell_counts.sum() else None)
+    out = {"separation": separation, "panels": panels, "cell_separation": cell_separation,
+           "conditions": _conditions(ref, gen), "response": _responses(ref, gen)}
+    samples.setup.timing["histograms"] = time.perf_counter() - t
+    return out
+
+
+def _conditions(ref: _Summary, gen: _Summary) -> dict:
+    """Condition ranges (GeV, degrees) and the separation power of the incident energy."""
     e_edges = common_bins(ref.incident_energy, gen.incident_energy, 20)
     conditions = {
         "incident_energy_range_GeV": {
@@ -329,8 +531,11 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
     if ref.angle is not None and gen.angle is not None:
         conditions["angle_range_deg"] = {"reference": [ref.angle.min(), ref.angle.max()],
                                          "generated": [gen.angle.min(), gen.angle.max()]}
+    return conditions
 
-    # Energy response against each condition.
+
+def _responses(ref: _Summary, gen: _Summary) -> dict:
+    """Energy response profiles against each condition (10 bins)."""
     response = {}
     cond_pairs = [("incident_energy", "incident energy [GeV]", ref.incident_energy,
                    gen.incident_energy, 1000.0)]
@@ -345,117 +550,213 @@ def _evaluate(reference_path, generated_path, outdir, classifier_inputs, repeat,
             "reference": response_profile(r_cond, ref.shapes["response"], edges),
             "generated": response_profile(g_cond, gen.shapes["response"], edges),
         }
-    timing["histograms"] = time.perf_counter() - t
+    return response
 
-    # FPD and KPD on the high-level feature vector (constant columns left out).
+
+def distance_stage(samples: Samples, config: EvaluationConfig) -> dict:
+    """Stage "distances": FPD and KPD on the high-level feature vectors.
+
+    Args:
+        samples: the result of :func:`read_samples`.
+        config: the settings (``distances``, ``seed``).
+
+    Returns:
+        ``{"features": (reference, generated) feature matrices (N, n_features), "names":
+        feature names, "varying": mask of the columns compared (constant ones left out),
+        "fpd", "kpd": (value, error) or None, "note": "computed" or why not,
+        "min_showers": the minimum sample size}``. Features are dimensionless (layer
+        energies as ``log10(E / MeV + 1)``); so are FPD and KPD.
+    """
     t = time.perf_counter()
-    ref_features, feature_names = feature_matrix(ref.shapes, geometry)
+    ref, gen = samples.reference, samples.generated
+    geometry = samples.setup.geometry
+    ref_features, names = feature_matrix(ref.shapes, geometry)
     gen_features, _ = feature_matrix(gen.shapes, geometry)
     varying = (ref_features.std(axis=0) > 0) | (gen_features.std(axis=0) > 0)
-    fpd_value = fpd(ref_features[:, varying], gen_features[:, varying], seed=seed)
-    kpd_value = kpd(ref_features[:, varying], gen_features[:, varying], seed=seed)
-    timing["fpd_kpd"] = time.perf_counter() - t
+    out = {"features": (ref_features, gen_features), "names": names, "varying": varying,
+           "fpd": None, "kpd": None,
+           "min_showers": min_showers_for_distances(int(varying.sum()))}
+    if not config.distances:
+        out["note"] = "skipped (--no-distances)"
+    elif min(ref.n, gen.n) < out["min_showers"]:
+        out["note"] = (f"omitted: FPD and KPD on {int(varying.sum())} features need at "
+                       f"least {out['min_showers']} showers per sample for an honest error, "
+                       f"got {ref.n} reference and {gen.n} generated")
+        samples.setup.warnings.append(out["note"])
+    else:
+        out["note"] = "computed"
+        out["fpd"] = fpd(ref_features[:, varying], gen_features[:, varying], seed=config.seed)
+        out["kpd"] = kpd(ref_features[:, varying], gen_features[:, varying], seed=config.seed)
+    samples.setup.timing["fpd_kpd"] = time.perf_counter() - t
+    return out
 
-    # Nearest neighbours.
-    nn_index, nn_distance = search.result()
-    nn_index, nn_distance = nn_index[:, 0], nn_distance[:, 0]
-    gen_d, ref_d = nn_distance[:n_stat_gen], nn_distance[n_stat_gen:]
-    nearest = {
-        "n_queries": int(n_stat_gen),
+
+def neighbour_stage(samples: Samples) -> dict:
+    """Stage "nearest neighbours": distances of generated showers to the reference.
+
+    Args:
+        samples: the result of :func:`read_samples` (its search is complete).
+
+    Returns:
+        ``{"metrics": {"n_queries", "median_distance_generated_MeV",
+        "median_distance_reference_MeV", "ratio"}, "index": (Q,) nearest reference shower
+        of each generated query, "distance": (Q,) its distance in MeV}``.
+    """
+    n_gen = samples.n_queries[0]
+    index, distance = samples.search.result()
+    index, distance = index[:, 0], distance[:, 0]
+    gen_d, ref_d = distance[:n_gen], distance[n_gen:]
+    metrics = {
+        "n_queries": int(n_gen),
         "median_distance_generated_MeV": float(np.median(gen_d)),
         "median_distance_reference_MeV": float(np.median(ref_d)) if len(ref_d) else None,
         "ratio": memorisation_ratio(gen_d, ref_d) if len(ref_d) else None,
     }
+    return {"metrics": metrics, "index": index[:n_gen], "distance": gen_d}
 
-    # Classifier.
+
+def classifier_stage(samples: Samples, distances: dict, config: EvaluationConfig) -> dict:
+    """Stage "classifier": the classifier test for each input.
+
+    Args:
+        samples: the result of :func:`read_samples` (voxel subsamples, conditions).
+        distances: the result of :func:`distance_stage` (feature matrices).
+        config: the settings.
+
+    Returns:
+        ``{input: result of train_classifier}`` (AUC, raw AUC, JSD; empty when
+        ``config.classifier`` is false).
+    """
     t = time.perf_counter()
-    classifier_results = {}
-    if classifier:
-        for kind in classifier_inputs:
-            if kind == "high":
-                x_ref = high_level_input(ref_features, ref.incident_energy, ref.angle)
-                x_gen = high_level_input(gen_features, gen.incident_energy, gen.angle)
-            else:
-                r_angle = None if ref.angle is None else ref.angle[sample_ref]
-                g_angle = None if gen.angle is None else gen.angle[sample_gen]
-                if kind == "low":
-                    x_ref = low_level_input(ref.sample, ref.incident_energy[sample_ref], r_angle)
-                    x_gen = low_level_input(gen.sample, gen.incident_energy[sample_gen], g_angle)
-                else:
-                    sizes = pooled_layer_sizes(geometry, pool)
-                    x_ref = normed_input(ref.sample, sizes, ref.incident_energy[sample_ref],
-                                         r_angle)
-                    x_gen = normed_input(gen.sample, sizes, gen.incident_energy[sample_gen],
-                                         g_angle)
-            classifier_results[kind] = train_classifier(
-                x_ref, x_gen, repeat=repeat, seed=seed, device=device, epochs=epochs,
-                progress=progress, desc=f"classifier {kind}", threads=threads)
+    results = {}
+    if config.classifier:
+        for kind in config.classifier_inputs:
+            x_ref, x_gen = _classifier_input(kind, samples, distances)
+            results[kind] = train_classifier(
+                x_ref, x_gen, repeat=config.repeat, seed=config.seed, device=config.device,
+                epochs=config.epochs, progress=config.progress, desc=f"classifier {kind}",
+                threads=config.threads)
             del x_ref, x_gen
-    timing["classifier"] = time.perf_counter() - t
+    samples.setup.timing["classifier"] = time.perf_counter() - t
+    return results
 
-    # Geometry-specific observables (caloforge.evaluate.extras).
+
+def _classifier_input(kind: str, samples: Samples, distances: dict
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Both samples' classifier inputs of one kind (see :mod:`.classifier`)."""
+    ref, gen = samples.reference, samples.generated
+    if kind == "high":
+        ref_features, gen_features = distances["features"]
+        return (high_level_input(ref_features, ref.incident_energy, ref.angle),
+                high_level_input(gen_features, gen.incident_energy, gen.angle))
+    pair = []
+    for summary, index in zip((ref, gen), samples.setup.sample, strict=True):
+        angle = None if summary.angle is None else summary.angle[index]
+        energy = summary.incident_energy[index]
+        if kind == "low":
+            pair.append(low_level_input(summary.sample, energy, angle))
+        else:
+            sizes = pooled_layer_sizes(samples.setup.geometry, samples.setup.pool)
+            pair.append(normed_input(summary.sample, sizes, energy, angle))
+    return pair[0], pair[1]
+
+
+def report_stage(setup: Setup, samples: Samples, histograms: dict, distances: dict,
+                 neighbours: dict, classifier: dict, config: EvaluationConfig,
+                 t_start: float) -> dict:
+    """Stage "report": the geometry's extra observables, figures, metrics.json, report.html.
+
+    Args:
+        setup, samples, histograms, distances, neighbours, classifier: the earlier stages'
+            results.
+        config: the settings.
+        t_start: ``time.perf_counter()`` at the start (for the total time).
+
+    Returns:
+        The metrics written to ``setup.outdir/metrics.json`` (see :func:`evaluate_files`).
+    """
+    ref, gen = samples.reference, samples.generated
     geometry_specific, extra_figures = None, []
     if ref.extra is not None:
         t = time.perf_counter()
         geometry_specific, extra_figures = type(ref.extra).compare(ref.extra, gen.extra,
-                                                                   outdir, plots)
-        timing["geometry_specific"] = time.perf_counter() - t
+                                                                   setup.outdir, config.plots)
+        setup.timing["geometry_specific"] = time.perf_counter() - t
+    metrics = _metrics(setup, samples, histograms, distances, neighbours, classifier, config)
+    metrics["geometry_specific"] = geometry_specific
+    figures = []
+    if config.plots:
+        t = time.perf_counter()
+        nn_shown = min(_NN_PLOTTED, samples.n_queries[0])
+        figures = _draw(setup.outdir, setup.geometry, observables(setup.geometry),
+                        histograms["panels"], ref, gen, histograms["response"],
+                        histograms["cell_separation"], samples.gen_queries,
+                        neighbours["index"][:nn_shown], neighbours["distance"][:nn_shown],
+                        setup.paths[0], config.progress, setup.threshold)
+        setup.timing["plots"] = time.perf_counter() - t
+        if extra_figures:
+            figures.append((ref.extra.title or setup.geometry.name, list(extra_figures)))
+    setup.timing["total"] = time.perf_counter() - t_start
+    metrics["timing_s"] = setup.timing
+    metrics = _clean(metrics)
+    write_report(metrics, setup.outdir, figures)
+    tmp = setup.outdir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    tmp.replace(setup.outdir / "metrics.json")
+    return metrics
 
-    metrics = {
+
+def _file_entry(info: dict, n_used: int) -> dict:
+    meta = info["meta"]
+    return {"path": info["path"], "n_file": info["n"], "n_used": n_used,
+            "generator": meta.get("generator"), "generator_label": generator_label(meta),
+            "particle": meta.get("particle"), "seed": meta.get("seed")}
+
+
+def _metrics(setup: Setup, samples: Samples, histograms: dict, distances: dict,
+             neighbours: dict, classifier: dict, config: EvaluationConfig) -> dict:
+    """The metrics dictionary (before JSON cleaning); see :func:`evaluate_files`."""
+    ref, gen = samples.reference, samples.generated
+    geometry = setup.geometry
+    names, varying = distances["names"], distances["varying"]
+    response = histograms["response"]
+    return {
         "caloforge_version": __version__,
         "geometry": geometry.name,
         "n_voxels": geometry.n_voxels,
+        "threshold_MeV": setup.threshold,
+        "threshold_source": setup.threshold_source,
         "n_reference": int(ref.n),
         "n_generated": int(gen.n),
-        "reference": {"path": str(reference_path), "n_file": ref_info["n"], "n_used": ref.n,
-                      "generator": ref_meta.get("generator"),
-                      "generator_label": generator_label(ref_meta),
-                      "particle": ref_meta.get("particle"), "seed": ref_meta.get("seed")},
-        "generated": {"path": str(generated_path), "n_file": gen_info["n"], "n_used": gen.n,
-                      "generator": gen_meta.get("generator"),
-                      "generator_label": generator_label(gen_meta),
-                      "particle": gen_meta.get("particle"), "seed": gen_meta.get("seed")},
-        "classifier": classifier_results,
-        "separation_power": separation,
-        "cell_energy_separation_power": cell_separation,
-        "fpd": list(fpd_value),
-        "kpd": list(kpd_value),
-        "fpd_kpd_features": [n for n, keep in zip(feature_names, varying, strict=True) if keep],
-        "conditions": conditions,
+        "reference": _file_entry(setup.infos[0], ref.n),
+        "generated": _file_entry(setup.infos[1], gen.n),
+        "classifier": classifier,
+        "separation_power": histograms["separation"],
+        "cell_energy_separation_power": histograms["cell_separation"],
+        "fpd": None if distances["fpd"] is None else list(distances["fpd"]),
+        "kpd": None if distances["kpd"] is None else list(distances["kpd"]),
+        "distances": distances["note"],
+        "distances_min_showers": distances["min_showers"],
+        "fpd_kpd_features": [n for n, keep in zip(names, varying, strict=True) if keep],
+        "conditions": histograms["conditions"],
         "energy_response": {k: {kk: vv for kk, vv in v.items() if kk not in ("x_label", "log")}
                             for k, v in response.items()},
-        "nearest_neighbours": nearest,
-        "geometry_specific": geometry_specific,
-        "settings": {"classifier": classifier, "classifier_inputs": list(classifier_inputs),
-                     "repeat": repeat, "epochs": epochs, "seed": seed, "device": device,
-                     "max_showers": max_showers, "voxel_pooling": pool, "threads": threads,
-                     "voxel_inputs_showers": [len(sample_ref), len(sample_gen)],
-                     "histogram_bins": _HIST_BINS},
-        "timing_s": timing,
-        "warnings": warnings,
+        "nearest_neighbours": neighbours["metrics"],
+        "settings": {"classifier": config.classifier,
+                     "classifier_inputs": list(config.classifier_inputs),
+                     "repeat": config.repeat, "epochs": config.epochs, "seed": config.seed,
+                     "device": config.device, "max_showers": config.max_showers,
+                     "voxel_pooling": setup.pool, "threads": config.threads,
+                     "voxel_inputs_showers": [len(setup.sample[0]), len(setup.sample[1])],
+                     "histogram_bins": _HIST_BINS, "threshold_MeV": setup.threshold,
+                     "distances": config.distances},
+        "warnings": setup.warnings,
     }
-
-    figures = []
-    if plots:
-        t = time.perf_counter()
-        figures = _draw(outdir, geometry, info, panels, ref, gen, response, cell_separation,
-                        gen_queries, nn_index[:min(_NN_PLOTTED, n_stat_gen)],
-                        nn_distance[:min(_NN_PLOTTED, n_stat_gen)], reference_path, progress)
-        timing["plots"] = time.perf_counter() - t
-        if extra_figures:
-            figures.append((ref.extra.title or geometry.name, list(extra_figures)))
-    timing["total"] = time.perf_counter() - t_start
-    metrics = _clean(metrics)
-    write_report(metrics, outdir, figures)
-    tmp = outdir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    tmp.replace(outdir / "metrics.json")
-    return metrics
 
 
 def _draw(outdir: Path, geometry: Geometry, info: dict, panels: dict, ref: _Summary,
           gen: _Summary, response: dict, cell_separation, gen_queries, nn_index, nn_distance,
-          reference_path: Path, progress: bool) -> list:
+          reference_path: Path, progress: bool, threshold: float) -> list:
     """Write every figure; return the report's sections."""
     from tqdm.auto import tqdm
 
@@ -493,6 +794,8 @@ def _draw(outdir: Path, geometry: Geometry, info: dict, panels: dict, ref: _Summ
     if len(nn_index):
         neighbours = [read_showers(reference_path, n=1, start=int(i), check=False)
                       for i in nn_index]
+        for shower in neighbours:
+            apply_threshold(shower.voxels, threshold, copy=False)
         plots.plot_neighbours(gen_queries.voxels[:len(nn_index)],
                               np.concatenate([s.voxels for s in neighbours]), nn_distance,
                               geometry, outdir / "nearest_neighbours.png",

@@ -290,8 +290,12 @@ def plot_cell_spectrum(edges: np.ndarray, reference: np.ndarray, generated: np.n
 
 
 def _views(voxels: np.ndarray, geometry: Geometry) -> list[tuple[str, np.ndarray]]:
+    """Images of one shower: each layer, or for many layers of one cell grid (clic51,
+    CaloChallenge datasets 2 and 3) the sum over layers and two side views. Layers of
+    different grids (CaloChallenge dataset-1 pions: 7 layers) cannot be stacked and are
+    shown one by one."""
     layers = [a[0] for a in geometry.split_layers(np.asarray(voxels)[None])]
-    if geometry.n_layers <= 6:
+    if geometry.n_layers <= 6 or len({img.shape for img in layers}) > 1:
         return [(f"layer {i}", img) for i, img in enumerate(layers)]
     stack = np.stack(layers)  # (layers, rows, cols)
     return [("sum over layers", stack.sum(axis=0)), ("layer vs row", stack.sum(axis=2)),

@@ -41,6 +41,21 @@ def _value_error(pair) -> str:
     return f"{_fmt(value)} ± {_fmt(error, 2)}"
 
 
+def _with_error(result: dict, key: str) -> str:
+    error = result.get(f"{key}_error")
+    return _fmt(result.get(key)) + (f" ± {_fmt(error, 2)}" if error is not None else "")
+
+
+def _threshold_text(metrics: dict) -> str:
+    value = metrics.get("threshold_MeV")
+    if value is None:
+        return "none"
+    source = html.escape(str(metrics.get("threshold_source", "")))
+    return (f"{value:.6g} MeV per cell ({source}), applied to both samples before every "
+            f"observable, histogram, classifier input and distance; cells below it count "
+            f"as empty")
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -64,25 +79,10 @@ code { background: #f3f3f3; padding: 0 0.2em; }
 """
 
 
-def write_report(metrics: dict, outdir: str | Path,
-                 figures: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> Path:
-    """Write ``outdir/report.html``.
-
-    Args:
-        metrics: the dict written to ``metrics.json`` (see
-            :func:`caloforge.evaluate.pipeline.evaluate_files`).
-        outdir: folder holding the figures; the report goes there.
-        figures: ``[(section title, [(caption, PNG file name relative to outdir)])]``.
-
-    Returns:
-        The report's path.
-    """
-    outdir = Path(outdir)
+def _banner(metrics: dict) -> str:
+    """Files, generators (parametric never called Geant4), geometry and threshold."""
     ref, gen = metrics["reference"], metrics["generated"]
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>caloforge evaluation: "
-             f"{html.escape(Path(gen['path']).name)}</title><style>{_CSS}</style></head><body>",
-             "<h1>caloforge evaluation</h1>"]
-    parts.append(
+    return (
         "<div class='banner'>"
         f"<p><b>Reference:</b> <code>{html.escape(ref['path'])}</code> — generator: "
         f"<b>{html.escape(ref['generator_label'])}</b>; particle "
@@ -94,26 +94,30 @@ def write_report(metrics: dict, outdir: str | Path,
         "</p>"
         f"<p><b>Geometry:</b> {html.escape(metrics['geometry'])} "
         f"({metrics['n_voxels']} voxels) — caloforge {html.escape(metrics['caloforge_version'])}"
-        "</p></div>")
-    for warning in metrics.get("warnings", []):
-        parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
+        "</p>"
+        f"<p><b>Readout threshold:</b> {_threshold_text(metrics)}</p></div>")
 
-    parts.append("<h2>Summary</h2>")
+
+def _summary_rows(metrics: dict) -> list[list]:
+    """Rows of the summary table: classifier, FPD/KPD, separation power, neighbours."""
     rows = []
     for kind, res in (metrics.get("classifier") or {}).items():
-        auc = _fmt(res["auc"]) + (f" ± {_fmt(res['auc_error'], 2)}" if res.get("auc_error")
-                                  is not None else "")
-        jsd = _fmt(res["jsd"]) + (f" ± {_fmt(res['jsd_error'], 2)}" if res.get("jsd_error")
-                                  is not None else "")
-        rows.append([f"classifier AUC / JSD ({html.escape(kind)})", f"{auc} / {jsd}",
+        auc, raw, jsd = (_with_error(res, key) for key in ("auc", "auc_uncalibrated", "jsd"))
+        rows.append([f"classifier AUC calibrated / raw, JSD ({html.escape(kind)})",
+                     f"{auc} / {raw}, {jsd}",
                      f"{len(res['runs'])} run(s), {res['runs'][0]['n_test']} test showers per "
-                     f"sample, {res['n_inputs']} inputs"])
+                     f"sample, {res['n_inputs']} inputs; raw: the network's output, "
+                     f"calibrated: after isotonic regression (its ties can lower the AUC)"])
     if not metrics.get("classifier"):
         rows.append(["classifier", "not run", ""])
-    rows.append(["FPD (shower shapes)", _value_error(metrics.get("fpd")),
-                 "Fréchet distance extrapolated to infinite N (0 = same Gaussian moments)"])
-    rows.append(["KPD (shower shapes)", _value_error(metrics.get("kpd")),
-                 "kernel MMD², polynomial kernel of degree 4"])
+    if metrics.get("fpd") is None:
+        rows.append(["FPD / KPD", "–", html.escape(str(metrics.get("distances", "")))])
+    else:
+        rows.append(["FPD (shower shapes)", _value_error(metrics.get("fpd")),
+                     "Fréchet distance extrapolated to infinite N (0 = same Gaussian "
+                     "moments)"])
+        rows.append(["KPD (shower shapes)", _value_error(metrics.get("kpd")),
+                     "kernel MMD², polynomial kernel of degree 4"])
     sep = metrics.get("separation_power", {})
     if sep:
         mean = sum(sep.values()) / len(sep)
@@ -135,20 +139,45 @@ def write_report(metrics: dict, outdir: str | Path,
                          f"reference {r[0]:.4g}-{r[1]:.4g} {unit}, generated "
                          f"{g[0]:.4g}-{g[1]:.4g} {unit}", ""])
     rows.append(["evaluation time", f"{metrics['timing_s'].get('total', 0):.1f} s", ""])
-    parts.append(_table(["metric", "value", "note"], rows))
+    return rows
 
+
+def write_report(metrics: dict, outdir: str | Path,
+                 figures: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> Path:
+    """Write ``outdir/report.html``.
+
+    Args:
+        metrics: the dict written to ``metrics.json`` (see
+            :func:`caloforge.evaluate.pipeline.evaluate_files`).
+        outdir: folder holding the figures; the report goes there.
+        figures: ``[(section title, [(caption, PNG file name relative to outdir)])]``.
+
+    Returns:
+        The report's path.
+    """
+    outdir = Path(outdir)
+    gen = metrics["generated"]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>caloforge evaluation: "
+             f"{html.escape(Path(gen['path']).name)}</title><style>{_CSS}</style></head><body>",
+             "<h1>caloforge evaluation</h1>", _banner(metrics)]
+    for warning in metrics.get("warnings", []):
+        parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
+    parts.append("<h2>Summary</h2>")
+    parts.append(_table(["metric", "value", "note"], _summary_rows(metrics)))
+    sep = metrics.get("separation_power", {})
     if metrics.get("classifier"):
-        parts.append("<h2>Classifier test</h2><p>Label 1 = reference, 0 = generated; AUC and "
-                     "JSD of the isotonic-calibrated output on the test split (AUC 0.5: "
-                     "indistinguishable, 1: perfectly separated).</p>")
+        parts.append("<h2>Classifier test</h2><p>Label 1 = reference, 0 = generated; AUC of "
+                     "the isotonic-calibrated output and of the raw output, and JSD of the "
+                     "calibrated output, on the test split (AUC 0.5: indistinguishable, 1: "
+                     "perfectly separated).</p>")
         rows = []
         for kind, res in metrics["classifier"].items():
             for k, run in enumerate(res["runs"]):
-                rows.append([html.escape(kind), k + 1, _fmt(run["auc"]), _fmt(run["jsd"]),
-                             _fmt(run["auc_uncalibrated"]), run["best_epoch"],
+                rows.append([html.escape(kind), k + 1, _fmt(run["auc"]),
+                             _fmt(run["auc_uncalibrated"]), _fmt(run["jsd"]), run["best_epoch"],
                              run["epochs_run"], run["n_train"], run["n_test"],
                              _fmt(run["seconds"], 3)])
-        parts.append(_table(["input", "run", "AUC", "JSD", "AUC (uncalibrated)", "best epoch",
+        parts.append(_table(["input", "run", "AUC calibrated", "AUC raw", "JSD", "best epoch",
                              "epochs run", "train / sample", "test / sample", "seconds"], rows))
 
     if sep:
