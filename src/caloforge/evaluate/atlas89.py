@@ -27,6 +27,7 @@ from caloforge.evaluate.extras import GeometryExtra, register_extra
 from caloforge.evaluate.metrics import clipped_histogram, common_bins, histogram_separation_power
 from caloforge.evaluate.observables import axis_names
 from caloforge.geometry import Geometry
+from caloforge.units import mev_to_gev
 
 __all__ = ["Atlas89Extra", "layer_moments"]
 
@@ -218,7 +219,8 @@ class Atlas89Extra(GeometryExtra):
         metrics: dict = {}
         panels = []
         for name, label, a, b in (
-                ("total_energy_gev", r"$E_\mathrm{tot}$ [GeV]", t_ref / 1e3, t_gen / 1e3),
+                ("total_energy_gev", r"$E_\mathrm{tot}$ [GeV]", mev_to_gev(t_ref),
+                 mev_to_gev(t_gen)),
                 ("response", r"$E_\mathrm{tot} / E_\mathrm{inc}$",
                  t_ref / np.where(e_ref > 0, e_ref, 1.0),
                  t_gen / np.where(e_gen > 0, e_gen, 1.0))):

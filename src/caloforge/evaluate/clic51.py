@@ -32,6 +32,7 @@ import numpy as np
 from caloforge.evaluate.extras import GeometryExtra, register_extra
 from caloforge.evaluate.metrics import histogram_separation_power
 from caloforge.geometry import Geometry
+from caloforge.units import gev_to_mev, mev_to_gev
 
 __all__ = ["Clic51Extra", "voxel_grid", "shower_features", "correlation_matrix",
            "FEATURE_NAMES"]
@@ -103,7 +104,8 @@ def shower_features(grid: np.ndarray, incident_energy: np.ndarray, angle: np.nda
     fractions = [pz[:, idx].sum(axis=1) / safe if idx.size else np.zeros(n) for idx in thirds]
     hits = (e > _HIT_THRESHOLD_MEV).sum(axis=(1, 2, 3))
     ang = np.full(n, 90.0) if angle is None else np.asarray(angle, np.float64)
-    return np.stack([np.asarray(incident_energy, np.float64) / 1e3, ang, total / 1e3, hits,
+    energy_gev = mev_to_gev(np.asarray(incident_energy, np.float64))
+    return np.stack([energy_gev, ang, mev_to_gev(total), hits,
                      *fractions, moments[0][0], moments[1][0], moments[2][0],
                      moments[0][1], moments[1][1], moments[2][1]], axis=1)
 
@@ -144,7 +146,7 @@ class Clic51Extra(GeometryExtra):
         self.bin_sum = np.zeros(_ENERGY_BINS)  # ECAL sum, GeV
         self.bin_sum2 = np.zeros(_ENERGY_BINS)
         self.n_outside_energy_range = 0
-        self.linear_edges_mev = np.linspace(0.0, 0.1 * hi * 1e3, _LINEAR_BINS + 1)
+        self.linear_edges_mev = np.linspace(0.0, gev_to_mev(0.1 * hi), _LINEAR_BINS + 1)
         self.log_hist = np.zeros(len(_LOG_EDGES_MEV) - 1)
         self.linear_hist = np.zeros(_LINEAR_BINS)
         self.n_below_log_range = 0
