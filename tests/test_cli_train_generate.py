@@ -24,7 +24,8 @@ def synthetic_showers(n: int = 64, seed: int = 0) -> ShowerSet:
     voxels = voxels / voxels.sum(axis=1, keepdims=True) * energy[:, None] * 0.95
     overflow = rng.random((n, 3)).astype(np.float32)
     return ShowerSet(CALOGAN, voxels.astype(np.float32), energy, overflow=overflow,
-                     meta={"particle": "gamma", "generator": "synthetic"})
+                     meta={"particle": "gamma", "generator": "synthetic",
+                           "threshold_MeV": 0.5})
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,24 @@ def test_generated_file_has_the_training_layout(trained, capsys):
     showers = read_showers(out)
     assert (showers.voxels >= 0).all()
     assert 5e3 <= showers.incident_energy.min() and showers.incident_energy.max() <= 40e3
+
+
+def test_generate_applies_the_training_data_threshold(trained, capsys):
+    """The run records its data's readout threshold; generate applies it unless told."""
+    from caloforge.train.checkpoint import load_checkpoint
+
+    root, _, rundir = trained
+    assert load_checkpoint(rundir)["data"]["threshold_MeV"] == 0.5
+    for args, expected in (([], 0.5), (["--threshold", 2], 2.0), (["--threshold", 0], 0.0)):
+        out = root / f"thr_{expected}.h5"
+        code, _, err = run_cli(["generate", rundir, "-n", 40, "-o", out, "-q", *args], capsys)
+        assert code == 0, err
+        showers = read_showers(out)
+        assert showers.meta["threshold_MeV"] == expected
+        v = showers.voxels
+        assert np.all((v == 0) | (v >= expected))
+    # the model does make deposits below 0.5 MeV: without the threshold they are kept
+    assert np.any((v > 0) & (v < 0.5))
 
 
 def test_generation_is_reproducible_and_batch_independent(trained, capsys):

@@ -15,6 +15,7 @@ import torch
 
 from caloforge.data.formats import ShowerWriter
 from caloforge.data.showers import ShowerSet
+from caloforge.data.threshold import apply_threshold
 from caloforge.errors import CaloforgeError
 from caloforge.models.base import GenerativeModel
 from caloforge.units import gev_to_mev, mev_to_gev
@@ -55,7 +56,7 @@ def sample_conditions(model: GenerativeModel, n: int, energy_range: tuple[float,
 
 def generate(model: GenerativeModel, n: int, energy_range: tuple[float, float] | None = None,
              angle_range: tuple[float, float] | None = None, batch_size: int = 1024,
-             seed: int = 0) -> Iterator[ShowerSet]:
+             seed: int = 0, threshold_mev: float | None = None) -> Iterator[ShowerSet]:
     """Generate ``n`` showers, yielded as ShowerSets of at most ``batch_size``.
 
     Args:
@@ -65,10 +66,14 @@ def generate(model: GenerativeModel, n: int, energy_range: tuple[float, float] |
         angle_range: polar angle range in degrees, for models conditioned on it.
         batch_size: showers per forward pass and per yielded chunk.
         seed: random seed.
+        threshold_mev: readout threshold in MeV per voxel: generated deposits below it are
+            set to 0 (:func:`caloforge.data.threshold.apply_threshold`). ``None``: the
+            threshold recorded with the training data (``threshold_MeV``), if any, else no
+            threshold.
 
     Yields:
-        ShowerSet chunks in MeV, ``meta`` holding particle, generator (the model family)
-        and seed.
+        ShowerSet chunks in MeV, ``meta`` holding particle, generator (the model family),
+        seed, and ``threshold_MeV`` when a threshold was applied.
 
     Raises:
         CaloforgeError: a non-positive count or batch size, an energy or angle range
@@ -96,11 +101,17 @@ def generate(model: GenerativeModel, n: int, energy_range: tuple[float, float] |
     meta = {"particle": model.run_info.get("particle") or "unknown",
             "generator": model.family, "seed": int(seed),
             "model_step": int(model.run_info.get("step") or 0)}
+    if threshold_mev is None:
+        threshold_mev = (model.run_info.get("data") or {}).get("threshold_MeV")
+    if threshold_mev is not None:
+        meta["threshold_MeV"] = float(threshold_mev)
     model.eval()
     for lo in range(0, n, batch_size):
         c = conditions[lo:lo + batch_size]
         voxels = model.sample(torch.from_numpy(c).to(device), generator=gen)
         voxels = voxels.detach().float().cpu().numpy()
+        if threshold_mev is not None:
+            voxels = apply_threshold(voxels, threshold_mev, copy=False)
         if not np.all(np.isfinite(voxels)):
             raise CaloforgeError(f"model {model.family!r} produced NaN or infinite energies")
         angle = c[:, 1] if "angle" in model.conditioning.names else None
@@ -111,14 +122,15 @@ def generate_to_file(rundir: str | Path, path: str | Path, n: int,
                      energy_range: tuple[float, float] | None = None,
                      angle_range: tuple[float, float] | None = None, batch_size: int = 1024,
                      seed: int = 0, device: str = "cpu", progress: bool = True,
-                     sampler: str | None = None) -> Path:
+                     sampler: str | None = None, threshold_mev: float | None = None) -> Path:
     """Generate ``n`` showers from the run in ``rundir`` (a run directory or a pretrained
     name) into ``path`` (atomic, streamed).
 
     The file has the training data's layout (the geometry's format) with the attributes
     ``generator`` (model family), ``particle``, ``seed``, ``model_step`` and ``run``, and
     ``sampler`` for models with several samplers (the one used; ``sampler=None`` picks
-    the model's default). Returns the path written.
+    the model's default), and ``threshold_MeV`` when a readout threshold was applied (see
+    :func:`generate`). Returns the path written.
 
     Raises:
         CaloforgeError: no such run or pretrained model, a sampler the model does not have or
@@ -133,7 +145,7 @@ def generate_to_file(rundir: str | Path, path: str | Path, n: int,
     model = load_run(rundir, device)
     model.use_sampler(sampler)
     extra = {"sampler": model.sampler} if model.samplers else {}
-    chunks = generate(model, n, energy_range, angle_range, batch_size, seed)
+    chunks = generate(model, n, energy_range, angle_range, batch_size, seed, threshold_mev)
     first = next(chunks)
     attrs = {**first.meta, **extra, "run": str(Path(rundir).resolve())}
     with ShowerWriter(path, model.geometry, attrs) as writer, tqdm(

@@ -27,8 +27,11 @@ from caloforge.cli._options import RangeType, seed_option
               help="For models with several samplers (a distilled flow's student and "
               "teacher, for example): the one to use. [default: the model's first]")
 @click.option("--flow", default=None, hidden=True, help="Deprecated name of --sampler.")
+@click.option("--threshold", type=click.FloatRange(min=0.0), default=None,
+              help="Readout threshold in MeV per voxel: generated deposits below it are set "
+              "to 0. [default: the threshold recorded with the training data, if any]")
 def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet, sampler,
-             flow) -> None:
+             flow, threshold) -> None:
     """Generate N showers from the model trained in RUNDIR (a run directory or the name
     of a pretrained model, see `caloforge models`).
 
@@ -48,7 +51,8 @@ def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet, 
     try:
         path = generate_to_file(rundir, output, n, energy_range=energy, angle_range=angle,
                                 batch_size=batch_size, seed=seed, device=device,
-                                progress=not quiet, sampler=sampler or flow)
+                                progress=not quiet, sampler=sampler or flow,
+                                threshold_mev=threshold)
     except OSError as err:
         raise CaloforgeError(f"cannot write {output}: {err}") from None
     elapsed = time.perf_counter() - start

@@ -414,6 +414,10 @@ def _build_and_fit(family, data_path, rundir, config, model_config, resume_from,
     particle = showers.particle
     data = {"path": str(Path(data_path).resolve()), "n": len(showers),
             "generator": showers.meta.get("generator", "unknown")}
+    # which simulator version the model learns, and the readout threshold of its data (which
+    # `generate` then applies to what the model makes)
+    data.update({k: showers.meta[k] for k in ("generator_version", "threshold_MeV")
+                 if k in showers.meta})
     seed_everything(config.seed)
     if resume_from is not None:
         if showers.geometry.to_dict() != resume_from["geometry"]:
