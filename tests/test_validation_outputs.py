@@ -144,14 +144,19 @@ def test_kill_leaves_no_temporary(sig, tmp_path):
         stderr=subprocess.PIPE, text=True,
         # a shell's background job inherits Ctrl-C ignored; a user's terminal does not
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-            p.name.startswith(".big.h5.caloforge-tmp-") for p in tmp_path.iterdir()):
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()
-    time.sleep(0.3)  # some chunks written
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                p.name.startswith(".big.h5.caloforge-tmp-") for p in tmp_path.iterdir()):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.3)  # some chunks written
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:  # a failed test must not leave a 2-million-shower simulation running
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == -sig
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
