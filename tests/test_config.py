@@ -68,9 +68,10 @@ def test_train_config_and_yaml_errors(tmp_path):
     with pytest.raises(CaloforgeError, match="config file not found"):
         load_yaml(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train: [1, 2\n")
-    with pytest.raises(CaloforgeError, match="not valid YAML"):
+    bad.write_text("train: {batch_size: 4\nmodel: [\n")
+    with pytest.raises(CaloforgeError, match="not valid YAML at line 2, column 6") as err:
         load_yaml(bad)
+    assert "\n" not in str(err.value)  # one line
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(CaloforgeError, match="expected a mapping"):
         load_yaml(bad)

@@ -196,7 +196,11 @@ def load_yaml(path: str | Path) -> dict:
     try:
         d = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise CaloforgeError(f"{path}: not valid YAML: {err}") from None
+        # one line: where (1-based line and column) and what, not PyYAML's quoted snippet
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise CaloforgeError(f"{path}: not valid YAML{where}: {what}") from None
     if not isinstance(d, dict):
         raise CaloforgeError(f"{path}: expected a mapping at the top level")
     return d
