@@ -155,6 +155,27 @@ def test_bad_input_is_a_clear_error(files, tmp_path, capsys):
     _expect_cli_error([files["ref"], root / "missing.h5", "-o", root / "f"], "not found", capsys)
 
 
+def test_a_failure_after_reading_leaves_no_output_folder(files, tmp_path, monkeypatch):
+    """A fault found late (here: in the classifier stage) removes the folder the run made,
+    figures included; a folder the user already had stays."""
+    import caloforge.evaluate.pipeline as pipeline
+
+    def fail(*args, **kwargs):
+        raise CaloforgeError("late fault")
+
+    monkeypatch.setattr(pipeline, "classifier_stage", fail)
+    out = tmp_path / "new"
+    with pytest.raises(CaloforgeError, match="late fault"):
+        evaluate_files(files["ref"], files["gen"], out, epochs=1, max_showers=300)
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(CaloforgeError, match="late fault"):
+        evaluate_files(files["ref"], files["gen"], kept, epochs=1, max_showers=300)
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
 def test_library_errors_for_bad_arguments(files, tmp_path):
     with pytest.raises(CaloforgeError, match="unknown classifier input"):
         evaluate_files(files["ref"], files["gen"], tmp_path, classifier_inputs=("pixels",))

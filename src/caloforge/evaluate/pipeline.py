@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -319,14 +320,22 @@ def evaluate_files(reference_path: str | Path, generated_path: str | Path,
 
             stack.enter_context(threadpool_limits(limits=int(config.threads)))
         t_start = time.perf_counter()
-        setup = prepare(reference_path, generated_path, outdir, config)
-        samples = read_samples(setup, config)
-        histograms = histogram_stage(samples)
-        distances = distance_stage(samples, config)
-        neighbours = neighbour_stage(samples)
-        classifier = classifier_stage(samples, distances, config)
-        return report_stage(setup, samples, histograms, distances, neighbours, classifier,
-                            config, t_start)
+        created = not Path(outdir).exists()
+        try:
+            setup = prepare(reference_path, generated_path, outdir, config)
+            samples = read_samples(setup, config)
+            histograms = histogram_stage(samples)
+            distances = distance_stage(samples, config)
+            neighbours = neighbour_stage(samples)
+            classifier = classifier_stage(samples, distances, config)
+            return report_stage(setup, samples, histograms, distances, neighbours,
+                                classifier, config, t_start)
+        except BaseException:
+            # a failed evaluation leaves no half-filled folder behind; one the user already
+            # had is left as it was found, apart from the figures written into it
+            if created:
+                shutil.rmtree(outdir, ignore_errors=True)
+            raise
 
 
 @dataclass
