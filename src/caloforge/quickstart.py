@@ -1,9 +1,10 @@
-"""The quickstart: simulate, train, generate, evaluate and report, in minutes.
+"""The quickstart: showers from a pretrained model judged against fresh reference showers in
+a couple of minutes; or, with ``train_demo``, simulate, train, generate and evaluate.
 
-A pipeline over library calls only (no mathematics here): parametric e+ showers for
-training and a separate reference sample, a small CaloGAN, generated showers over the
-same energy range, and :func:`caloforge.evaluate.evaluate_files` for the report.
-``caloforge quickstart`` is its command line.
+A pipeline over library calls only (no mathematics here): parametric e+ showers as the
+reference, showers from the shipped pretrained model (or a small CaloGAN trained on the
+spot) over the same energy range, and :func:`caloforge.evaluate.evaluate_files` for the
+report. ``caloforge quickstart`` is its command line.
 """
 
 from __future__ import annotations
@@ -12,39 +13,54 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Sized for about 10 minutes on two loaded CPU cores; --fast is for tests (seconds).
+# Training demo: about 10 minutes on two loaded CPU cores; --fast is for tests (seconds).
 FULL = {"n_train": 20_000, "n_reference": 10_000, "n_generated": 10_000, "max_steps": 250,
         "batch_size": 64, "classifier_inputs": ("low", "normed", "high"), "epochs": 30}
 FAST = {"n_train": 1_000, "n_reference": 600, "n_generated": 600, "max_steps": 3,
         "batch_size": 32, "classifier_inputs": ("high",), "epochs": 2}
+# Pretrained model: no training, sized for under 2 minutes on two CPU cores.
+PRETRAINED_FULL = {"n_reference": 10_000, "n_generated": 10_000,
+                   "classifier_inputs": ("low", "normed", "high"), "epochs": 15}
+PRETRAINED_FAST = {"n_reference": 600, "n_generated": 600, "classifier_inputs": ("high",),
+                   "epochs": 2}
+PRETRAINED = "calogan-eplus"
 ENERGY_GEV = (1.0, 100.0)
 PARTICLE = "eplus"
 
-__all__ = ["run_quickstart", "FULL", "FAST", "ENERGY_GEV", "PARTICLE"]
+__all__ = ["run_quickstart", "FULL", "FAST", "PRETRAINED_FULL", "PRETRAINED_FAST",
+           "PRETRAINED", "ENERGY_GEV", "PARTICLE"]
 
 
 def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | None = None,
                    device: str = "auto", seed: int = 0, force: bool = False,
-                   echo: Callable[[str], None] = print) -> Path:
-    """Run the whole chain in ``directory``: ``data/`` (training and reference showers),
-    ``run/`` (the CaloGAN), the generated file and ``evaluation/`` (metrics and report).
+                   echo: Callable[[str], None] = print, train_demo: bool = False,
+                   pretrained: str = PRETRAINED) -> Path:
+    """Judge the pretrained model ``pretrained`` against fresh parametric showers in
+    ``directory`` (``data/`` the reference, the generated file, ``evaluation/``); with
+    ``train_demo``, first train a small CaloGAN in ``run/`` and judge that instead.
 
     Args:
         directory: the folder to work in (created).
-        fast: tiny samples, a tiny model and 3 steps (checks an installation in seconds).
-        max_steps: training steps (default: 250, or 3 with ``fast``).
+        fast: tiny samples (and for the training demo a tiny model and 3 steps): checks an
+            installation in seconds.
+        max_steps: training steps of the demo (default: 250, or 3 with ``fast``).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         seed: seeds the simulation, training, generation and evaluation.
         force: redo a quickstart already in ``directory``.
         echo: where progress lines go.
+        train_demo: train a CaloGAN (about 10 minutes) instead of using a pretrained model.
+        pretrained: the pretrained model to judge (see ``caloforge models``).
 
     Returns:
         The path of the HTML report.
 
     Raises:
         CaloforgeError: ``directory`` already holds a quickstart run and ``force`` is
-            not set.
+            not set, or no pretrained model of that name is installed.
     """
+    if not train_demo:
+        return _pretrained_quickstart(Path(directory), pretrained, fast, device, seed, force,
+                                      echo)
     from caloforge.errors import CaloforgeError
     from caloforge.evaluate import evaluate_files
     from caloforge.generate import generate_to_file
@@ -99,6 +115,62 @@ def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | N
 
     t = time.perf_counter()
     echo(f"[4/4] evaluating against the reference sample -> {outdir}")
+    metrics = evaluate_files(reference_file, generated_file, outdir,
+                             classifier_inputs=plan["classifier_inputs"], seed=seed,
+                             device="cpu", epochs=plan["epochs"], plots=not fast,
+                             progress=progress)
+    timings["evaluate"] = time.perf_counter() - t
+
+    _echo_summary(metrics, timings, echo)
+    report = outdir / "report.html"
+    echo(f"report: {report.resolve()}")
+    return report
+
+
+def _pretrained_quickstart(root: Path, name: str, fast: bool, device: str, seed: int,
+                           force: bool, echo: Callable[[str], None]) -> Path:
+    """Reference showers, showers from pretrained model ``name``, evaluation."""
+    from caloforge.errors import CaloforgeError
+    from caloforge.evaluate import evaluate_files
+    from caloforge.generate import generate_to_file
+    from caloforge.pretrained import load_pretrained, model_card
+    from caloforge.simulate import simulate_to_file
+    from caloforge.units import mev_to_gev
+
+    plan = PRETRAINED_FAST if fast else PRETRAINED_FULL
+    card = model_card(name)  # an unknown name lists the installed ones
+    # the model's trained energy range (the shipped models: 1-100 GeV)
+    energy = tuple(mev_to_gev(e) for e in load_pretrained(name).conditioning.energy)
+    particle = card.get("particle") or PARTICLE
+    reference_file = root / "data" / f"{particle}_reference.h5"
+    generated_file = root / f"{particle}_{name}.h5"
+    outdir = root / "evaluation"
+    if generated_file.exists() and not force:
+        raise CaloforgeError(f"{root} already holds a quickstart run; pass --force to redo "
+                             "it or --dir to use another folder")
+    for stale in (generated_file, reference_file):
+        stale.unlink(missing_ok=True)
+    timings: dict[str, float] = {}
+    progress = not fast
+    echo(f"pretrained model {name}: {card.get('summary', '')}")
+
+    t = time.perf_counter()
+    echo(f"[1/3] simulating {plan['n_reference']} {particle} reference showers "
+         f"({energy[0]:.3g}-{energy[1]:.3g} GeV) with the parametric simulator "
+         "(a GFlash-style parametrisation, not Geant4)")
+    simulate_to_file(reference_file, card.get("geometry", "calogan"), particle,
+                     plan["n_reference"], progress=progress, energy_range=energy,
+                     seed=seed + 1000)
+    timings["simulate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    echo(f"[2/3] generating {plan['n_generated']} showers with {name} -> {generated_file}")
+    generate_to_file(name, generated_file, plan["n_generated"], energy_range=energy,
+                     batch_size=1024, seed=seed + 3, device=device, progress=progress)
+    timings["generate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    echo(f"[3/3] evaluating against the reference sample -> {outdir}")
     metrics = evaluate_files(reference_file, generated_file, outdir,
                              classifier_inputs=plan["classifier_inputs"], seed=seed,
                              device="cpu", epochs=plan["epochs"], plots=not fast,
