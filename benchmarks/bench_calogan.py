@@ -10,8 +10,9 @@ Times ``model.sample`` (latent draw, generator, inverse preprocessing; no file w
 warm-up calls excluded, median over repeats, torch intra-op threads as stated. Speed does
 not depend on the weights, so an untrained model of the same config gives the same
 figure. "CPU ms" is process CPU time per shower over all threads: on a busy shared
-machine wall time grows, CPU time much less. The seed's CaloGAN: 13.1 / 2.19 / 2.03 ms at
-batch 1 / 128 / 1024 on a 2016 Xeon E5-2697A v4.
+machine wall time grows, CPU time much less. The CaloGAN paper (Paganini, de Oliveira,
+Nachman, arXiv:1712.10321) quotes 13.1 / 2.19 / 2.03 ms at batch 1 / 128 / 1024 on an Intel
+Xeon CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import argparse
 import json
 import statistics
 import time
+
+_PAPER = "CaloGAN (paper, arXiv:1712.10321; Intel Xeon CPU)"
 
 
 def main() -> None:
@@ -35,7 +38,7 @@ def main() -> None:
 
     import torch
 
-    from caloforge.bench import SEED_FIGURES, hardware, markdown_table, time_per_shower
+    from caloforge.bench import REFERENCE_FIGURES, hardware, markdown_table, time_per_shower
     from caloforge.geometry import CALOGAN
     from caloforge.models import Conditioning, build_model
     from caloforge.train import load_run, load_run_config
@@ -75,7 +78,7 @@ def main() -> None:
           f"{sum(p.numel() for p in model.generator.parameters()) / 1e6:.2f}M generator "
           f"weights, torch threads {torch.get_num_threads()}")
     print(markdown_table(timings, args.batch,
-                         {"CaloGAN (seed 000, CPU)": SEED_FIGURES["CaloGAN (seed 000, CPU)"]}))
+                         {_PAPER: REFERENCE_FIGURES[_PAPER]}))
     print("CPU ms per shower: " + ", ".join(f"batch {b}: {v:.3g}" for b, v in cpu_ms.items()))
     if args.json:
         with open(args.json, "w") as f:

@@ -1,4 +1,4 @@
-"""The clic51 evaluation extra (seed 004): projections, energy response, cell spectrum and
+"""The clic51 evaluation extra (3DGAN, Khattak et al. / Carminati et al.): projections, energy response, cell spectrum and
 feature correlations, on synthetic input with known answers."""
 
 import json

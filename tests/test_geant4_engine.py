@@ -110,7 +110,7 @@ def test_geometry_as_geant4_navigates_it(standin_env):
     assert out["cell_half"] == {"0": [[80.0, 2.5]], "1": [[20.0, 20.0]], "2": [[20.0, 40.0]]}
     assert out["density"]["G4_Pb"] == pytest.approx(11.35)
     assert out["density"][lar] == pytest.approx(1.39)
-    assert out["X0"]["G4_Pb"] == pytest.approx(5.6, abs=0.05)  # DESIGN.md: Pb X0 = 5.6 mm
+    assert out["X0"]["G4_Pb"] == pytest.approx(5.6, abs=0.05)  # PDG: lead X0 = 5.6 mm
     assert out["X0"][lar] == pytest.approx(140.0, rel=0.01)
 
 
@@ -233,6 +233,6 @@ def test_real_ftfp_bert_showers_where_geant4_data_is_installed():
     out = _run(REAL, dict(os.environ), timeout=900)
     assert out["n"] == 3 and out["meta"]["generator"] == "geant4"
     assert out["meta"]["physics_list"] == "FTFP_BERT"
-    assert 0.9 < out["contained"] <= 1.0  # DESIGN.md: about 99% of an e+ energy
+    assert 0.9 < out["contained"] <= 1.0  # CaloGAN data (arXiv:1705.02355): about 99% of an e+ energy
     assert out["fractions"][1] > out["fractions"][0] > out["fractions"][2]
     assert out["ms"] > 0
