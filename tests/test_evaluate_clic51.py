@@ -1,5 +1,6 @@
-"""The clic51 evaluation extra (3DGAN, Khattak et al. / Carminati et al.): projections, energy response, cell spectrum and
-feature correlations, on synthetic input with known answers."""
+"""The clic51 evaluation extra (the 3DGAN papers' figures: Khattak et al., Carminati et al.):
+projections, energy response, cell spectrum and feature correlations, on synthetic input with
+known answers."""
 
 import json
 

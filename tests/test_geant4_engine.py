@@ -233,6 +233,7 @@ def test_real_ftfp_bert_showers_where_geant4_data_is_installed():
     out = _run(REAL, dict(os.environ), timeout=900)
     assert out["n"] == 3 and out["meta"]["generator"] == "geant4"
     assert out["meta"]["physics_list"] == "FTFP_BERT"
-    assert 0.9 < out["contained"] <= 1.0  # CaloGAN data (arXiv:1705.02355): about 99% of an e+ energy
+    # the CaloGAN data (arXiv:1705.02355): about 99% of an e+ energy is contained
+    assert 0.9 < out["contained"] <= 1.0
     assert out["fractions"][1] > out["fractions"][0] > out["fractions"][2]
     assert out["ms"] > 0
