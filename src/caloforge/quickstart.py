@@ -178,6 +178,11 @@ def _pretrained_quickstart(root: Path, name: str, fast: bool, device: str, seed:
     timings["evaluate"] = time.perf_counter() - t
 
     _echo_summary(metrics, timings, echo)
+    figures = card.get("figures") or {}
+    if "auc_low" in figures:
+        echo(f"  (samples of {plan['n_generated']} a side bias the AUC low; the model card's "
+             f"figures on {figures.get('n_generated', '?')} a side: AUC low / normed / high "
+             f"{figures['auc_low']} / {figures.get('auc_normed')} / {figures.get('auc_high')})")
     report = outdir / "report.html"
     echo(f"report: {report.resolve()}")
     return report
