@@ -62,8 +62,6 @@ def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | N
         return _pretrained_quickstart(Path(directory), pretrained, fast, device, seed, force,
                                       echo)
     from caloforge.errors import CaloforgeError
-    from caloforge.evaluate import evaluate_files
-    from caloforge.generate import generate_to_file
     from caloforge.simulate import simulate_to_file
     from caloforge.train import CHECKPOINT_NAME, train
 
@@ -107,20 +105,9 @@ def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | N
           model_config=_tiny_model() if fast else None, log=echo if not fast else None)
     timings["train"] = time.perf_counter() - t
 
-    t = time.perf_counter()
     echo(f"[3/4] generating {plan['n_generated']} showers -> {generated_file}")
-    generate_to_file(rundir, generated_file, plan["n_generated"], energy_range=ENERGY_GEV,
-                     batch_size=1024, seed=seed + 3, device=device, progress=progress)
-    timings["generate"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    echo(f"[4/4] evaluating against the reference sample -> {outdir}")
-    metrics = evaluate_files(reference_file, generated_file, outdir,
-                             classifier_inputs=plan["classifier_inputs"], seed=seed,
-                             device="cpu", epochs=plan["epochs"], plots=not fast,
-                             progress=progress)
-    timings["evaluate"] = time.perf_counter() - t
-
+    metrics = _generate_and_evaluate(rundir, generated_file, reference_file, outdir, plan,
+                                     ENERGY_GEV, fast, device, seed, timings, echo, "[4/4]")
     _echo_summary(metrics, timings, echo)
     report = outdir / "report.html"
     echo(f"report: {report.resolve()}")
@@ -131,8 +118,6 @@ def _pretrained_quickstart(root: Path, name: str, fast: bool, device: str, seed:
                            force: bool, echo: Callable[[str], None]) -> Path:
     """Reference showers, showers from pretrained model ``name``, evaluation."""
     from caloforge.errors import CaloforgeError
-    from caloforge.evaluate import evaluate_files
-    from caloforge.generate import generate_to_file
     from caloforge.pretrained import load_pretrained, model_card
     from caloforge.simulate import simulate_to_file
     from caloforge.units import mev_to_gev
@@ -163,20 +148,9 @@ def _pretrained_quickstart(root: Path, name: str, fast: bool, device: str, seed:
                      seed=seed + 1000)
     timings["simulate"] = time.perf_counter() - t
 
-    t = time.perf_counter()
     echo(f"[2/3] generating {plan['n_generated']} showers with {name} -> {generated_file}")
-    generate_to_file(name, generated_file, plan["n_generated"], energy_range=energy,
-                     batch_size=1024, seed=seed + 3, device=device, progress=progress)
-    timings["generate"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    echo(f"[3/3] evaluating against the reference sample -> {outdir}")
-    metrics = evaluate_files(reference_file, generated_file, outdir,
-                             classifier_inputs=plan["classifier_inputs"], seed=seed,
-                             device="cpu", epochs=plan["epochs"], plots=not fast,
-                             progress=progress)
-    timings["evaluate"] = time.perf_counter() - t
-
+    metrics = _generate_and_evaluate(name, generated_file, reference_file, outdir, plan,
+                                     energy, fast, device, seed, timings, echo, "[3/3]")
     _echo_summary(metrics, timings, echo)
     figures = card.get("figures") or {}
     if "auc_low" in figures:
@@ -186,6 +160,31 @@ def _pretrained_quickstart(root: Path, name: str, fast: bool, device: str, seed:
     report = outdir / "report.html"
     echo(f"report: {report.resolve()}")
     return report
+
+
+def _generate_and_evaluate(run: str | Path, generated_file: Path, reference_file: Path,
+                           outdir: Path, plan: dict, energy: tuple[float, float], fast: bool,
+                           device: str, seed: int, timings: dict[str, float],
+                           echo: Callable[[str], None], step: str) -> dict:
+    """Generate ``plan['n_generated']`` showers from ``run`` (a run directory or a pretrained
+    name) over ``energy`` GeV and evaluate them against ``reference_file``; returns the
+    metrics and adds the two steps' seconds to ``timings``."""
+    from caloforge.evaluate import evaluate_files
+    from caloforge.generate import generate_to_file
+
+    progress = not fast
+    t = time.perf_counter()
+    generate_to_file(run, generated_file, plan["n_generated"], energy_range=energy,
+                     batch_size=1024, seed=seed + 3, device=device, progress=progress)
+    timings["generate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    echo(f"{step} evaluating against the reference sample -> {outdir}")
+    metrics = evaluate_files(reference_file, generated_file, outdir,
+                             classifier_inputs=plan["classifier_inputs"], seed=seed,
+                             device="cpu", epochs=plan["epochs"], plots=not fast,
+                             progress=progress)
+    timings["evaluate"] = time.perf_counter() - t
+    return metrics
 
 
 def _echo_summary(metrics: dict, timings: dict[str, float],
