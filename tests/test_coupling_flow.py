@@ -58,6 +58,22 @@ def test_spline_inverse_and_log_det_match_autograd():
     assert inside.abs().max() < bound
 
 
+def test_spline_inverse_hits_every_bin_including_the_end_bins():
+    # y spread over the whole interval, so every bin (the first and last ones, whose
+    # outer derivative is the fixed 1 of the identity tails, included) is inverted
+    bins, bound = 8, 6.0
+    params = random_params(400, bins, 7, scale=3.0, seed=1)
+    g = torch.Generator().manual_seed(2)
+    y = (2 * torch.rand(400, 7, generator=g, dtype=torch.float64) - 1) * bound
+    x = spline_inverse(y, params, bins, bound)
+    np.testing.assert_allclose(spline_forward(x, params, bins, bound)[0].numpy(), y.numpy(),
+                               atol=1e-9)
+    knots = torch.cumsum(torch.exp(params[:, bins:2 * bins].clamp(-5, 5)), dim=1)
+    k = ((y + bound) / (2 * bound) * knots[:, -1] >= knots[:, :bins - 1].transpose(0, 1)
+         ).sum(0)
+    assert set(k.flatten().tolist()) == set(range(bins))
+
+
 def test_zero_spline_parameters_are_the_identity():
     x = torch.linspace(-5.0, 5.0, 60).reshape(6, 10)
     y, ladj = spline_forward(x, torch.zeros(6, 3 * 4 - 1, 10), 4, 4.0)
