@@ -201,7 +201,6 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
                    "effective_batch_size": config.batch_size * world_size,
                    "lr_scaling": config.lr_scaling, "learning_rates": learning_rates(model),
                    "precision": config.precision, "compile": config.compile}
-    lrs = {f"lr_{name}": v[0] for name, v in distributed["learning_rates"].items()}
 
     logger = _Logger(rundir, start_step, config.tensorboard, main)
     from tqdm.auto import tqdm
@@ -221,6 +220,8 @@ def fit(model: GenerativeModel, dataset: ShowerDataset, config: TrainConfig,
             if step % config.log_every == 0 or step == config.max_steps:
                 record = window.flush(step, elapsed_before - t_start, device)
                 means = record.pop("metrics")
+                # the rates now (a family's schedule may change them every step)
+                lrs = {f"lr_{name}": v[0] for name, v in learning_rates(model).items()}
                 logger.log({**record, **lrs, **means})
                 bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()
                                 if k in model.progress_metrics}, refresh=False)
