@@ -157,3 +157,23 @@ def test_every_shipped_model_loads_with_weights_only_and_generates(name):
     assert torch.isfinite(showers).all() and (showers >= 0).all()
     response = showers.sum(dim=1) / energy[:, 0]
     assert 0.2 < float(response.mean()) < 1.2  # deposits in MeV, not GeV or keV
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_reproduces_its_card(name, tmp_path, capsys, monkeypatch):
+    """The card's own evaluation command (50,000 showers a side: about 3-4 min a model on
+    2 cores) gives its classifier AUCs again within 0.02."""
+    import shlex
+
+    card = model_card(name, Path(pretrained.__file__).parent)
+    monkeypatch.chdir(tmp_path)
+    for command in card["evaluation_command"].split(" && "):
+        words = shlex.split(command)
+        assert words[0] == "caloforge"
+        code, _, err = run_cli(words[1:], capsys)
+        assert code == 0, err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n_generated"] == card["figures"]["n_generated"]
+    for kind, result in metrics["classifier"].items():
+        assert result["auc"] == pytest.approx(card["figures"][f"auc_{kind}"], abs=0.02), kind

@@ -1,0 +1,232 @@
+"""Ship a trained coupling-flow run as a pretrained model and measure its model card.
+
+Not a unit test: the recipe behind every card in ``src/caloforge/pretrained/``. It
+
+1. stores the run under NAME (float16 weights, training-only states dropped),
+2. simulates N fresh parametric showers (reference seed, the geometry's energy range),
+   generates N showers from the stored model, and runs ``caloforge evaluate`` on the two
+   (every command printed, the same ones the card gives to reproduce it),
+3. measures the mean E_tot/E_inc of both samples in every 10-GeV bin,
+4. writes ``card.json`` (the figures) and ``card.md`` (the card for people).
+
+Speed is not measured here (a model is timed beside the others in one ``caloforge bench``
+run); pass the measured figures with ``--ms-batch-10000`` / ``--ms-batch-1``.
+
+    python benchmarks/pretrained_card.py runs/cpf_gamma calogan-gamma --particle gamma \\
+        --train-file gamma_train.h5 --workdir /tmp/card_gamma
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PRETRAINED = ROOT / "src" / "caloforge" / "pretrained"
+TARGET_AUC, TARGET_MS = 0.65, 0.1
+PARTICLE_WORDS = {"eplus": "e+", "gamma": "photons", "piplus": "pi+", "eminus": "e-"}
+
+
+def run(cmd: list[str], cwd: Path) -> None:
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def response_per_bin(reference: Path, generated: Path, lo: float, hi: float):
+    """``[(bin_lo, bin_hi, ref mean, gen mean, relative difference)]`` of E_tot/E_inc in
+    10-GeV bins of the incident energy over ``[lo, hi]`` GeV."""
+    from caloforge.data import read_showers
+
+    ref, gen = read_showers(reference), read_showers(generated)
+    rows = []
+    edges = np.arange(np.floor(lo / 10) * 10, hi + 1e-9, 10.0)
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        means = []
+        for s in (ref, gen):
+            e = s.incident_energy / 1000.0  # GeV
+            m = (e >= max(a, lo)) & (e < b)
+            means.append(float((s.voxels[m].sum(1) / s.incident_energy[m]).mean()))
+        rows.append((a, b, means[0], means[1], means[1] / means[0] - 1))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="trained run directory")
+    ap.add_argument("name", help="pretrained name, e.g. calogan-gamma")
+    ap.add_argument("--particle", required=True)
+    ap.add_argument("--train-file", required=True, help="the training file (read for its "
+                    "size, seed and simulator version)")
+    ap.add_argument("--train-seconds", type=float, default=None,
+                    help="training wall time (s) (default: the checkpoint's elapsed_s)")
+    ap.add_argument("--config", default=None, help="config path as given to train "
+                    "(default: configs/coupling-flow_<geometry>.yaml)")
+    ap.add_argument("-n", type=int, default=50_000, help="showers a side (default 50000)")
+    ap.add_argument("--ref-seed", type=int, default=13)
+    ap.add_argument("--gen-seed", type=int, default=4)
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=1, help="evaluate's threads")
+    ap.add_argument("--ms-batch-10000", type=float, default=None)
+    ap.add_argument("--ms-batch-1", type=float, default=None)
+    ap.add_argument("--speed-note", default="torch, 2 threads, shared 2-core AMD EPYC, one "
+                    "`caloforge bench` run beside the other models")
+    ap.add_argument("--cost-note", default="two trainings side by side",
+                    help="how the training time was taken, for the card")
+    ap.add_argument("--skip-measure", action="store_true",
+                    help="reuse WORKDIR's ref.h5, gen.h5 and eval/ (only rewrite the card)")
+    args = ap.parse_args()
+
+    import h5py
+    import torch
+
+    from caloforge.pretrained import save_pretrained
+
+    ckpt = torch.load(args.run / "checkpoint.pt", weights_only=True, map_location="cpu")
+    geometry = ckpt["geometry"]["name"]
+    with h5py.File(args.train_file) as f:
+        meta = dict(f.attrs)
+        n_train = len(f["energy"]) if "energy" in f else len(f["incident_energy"])
+        e_train = f["energy"][()] if "energy" in f else f["incident_energy"][()]
+    sim_version = str(meta.get("generator_version", "unknown"))
+    train_seed = int(meta.get("seed", -1))
+    config = args.config or f"configs/coupling-flow_{geometry}.yaml"
+    from caloforge.geometry import get_geometry
+
+    lo, hi = get_geometry(geometry).energy_range
+    word = PARTICLE_WORDS.get(args.particle, args.particle)
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=PRETRAINED,
+                    half=True)
+    energy = f"{lo:g}:{hi:g}"
+    simulate = ["caloforge", "simulate", "-g", geometry, "--particle", args.particle, "-n",
+                str(args.n), "--energy", energy, "--seed", str(args.ref_seed), "-o", "ref.h5",
+                "-q"]
+    generate = ["caloforge", "generate", args.name, "-n", str(args.n), "--energy", energy,
+                "--seed", str(args.gen_seed), "-o", "gen.h5", "-q"]
+    evaluate = ["caloforge", "evaluate", "ref.h5", "gen.h5", "-o", "eval", "--no-plots",
+                "-q", "--threads", str(args.threads)]
+    if not args.skip_measure:
+        for path in ("ref.h5", "gen.h5"):
+            (work / path).unlink(missing_ok=True)
+        run(simulate, work)
+        run(generate, work)
+        subprocess.run(["rm", "-rf", str(work / "eval")], check=True)
+        run(evaluate, work)
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    auc = {k: metrics["classifier"][k] for k in ("low", "normed", "high")
+           if k in metrics["classifier"]}
+    sep = metrics["separation_power"]
+    worst = max(sep, key=lambda k: sep[k])
+    rows = response_per_bin(work / "ref.h5", work / "gen.h5", lo, hi)
+    worst_response = max(abs(r[4]) for r in rows)
+    for a, b, r, g, d in rows:
+        print(f"{a:5.0f}-{b:3.0f} GeV  E_tot/E_inc ref {r:.5f}  gen {g:.5f}  {100 * d:+.3f}%")
+
+    figures = {}
+    for k, v in auc.items():
+        figures[f"auc_{k}"] = round(v["auc"], 4)
+    for k, v in auc.items():
+        figures[f"auc_{k}_raw"] = round(v["auc_uncalibrated"], 4)
+    figures.update({
+        "fpd": float(f"{metrics['fpd'][0]:.4g}"),
+        "fpd_error": float(f"{metrics['fpd'][1]:.2g}"),
+        "kpd": float(f"{metrics['kpd'][0]:.4g}"),
+        "kpd_error": float(f"{metrics['kpd'][1]:.4g}"),
+        "worst_separation_power": round(sep[worst], 4),
+        "response_max_rel_dev_10gev_bins_percent": round(100 * worst_response, 3),
+    })
+    if args.ms_batch_10000 is not None:
+        figures["ms_per_shower_batch_10000_torch_2_threads"] = args.ms_batch_10000
+    if args.ms_batch_1 is not None:
+        figures["ms_per_shower_batch_1_torch_2_threads"] = args.ms_batch_1
+    figures.update({"n_generated": metrics["n_generated"], "n_reference": metrics["n_reference"],
+                    "threshold_MeV": metrics["threshold_MeV"]})
+
+    auc_text = " / ".join(f"{figures[f'auc_{k}']:.3f}" for k in auc)
+    train_cmd = (f"caloforge train coupling-flow --data {Path(args.train_file).name} --out "
+                 f"{args.run.name} --config {config} --num-threads 1")
+    sim_cmd = (f"caloforge simulate -g {geometry} --particle {args.particle} -n {n_train} "
+               f"--energy {energy} --seed {train_seed} -o {Path(args.train_file).name}")
+    seconds = args.train_seconds or ckpt["elapsed_s"]
+    heading = (f"{metrics['n_generated']} generated vs {metrics['n_reference']} fresh "
+               f"parametric showers of seed {args.ref_seed}, readout threshold "
+               f"{metrics['threshold_MeV']:g} MeV")
+    response = figures["response_max_rel_dev_10gev_bins_percent"]
+    card = {
+        "summary": (f"coupling flow, {geometry} {word} {lo:g}-{hi:g} GeV, learnt from the "
+                    f"parametric simulator ({sim_version}, not Geant4): AUC "
+                    f"{'/'.join(auc)} {auc_text} on {args.n // 1000}k a side"),
+        "figures": figures,
+        "training_data": (f"{n_train:,} parametric {word} showers, generator_version "
+                          f"{sim_version}, seed {train_seed}, {e_train.min():.0f}-"
+                          f"{e_train.max():.0f} GeV uniform ({sim_cmd})"),
+        "simulator_version": sim_version,
+        "config": f"{config} ({ckpt['step']} steps)",
+        "training_cost": (f"{seconds:.0f} s of training on one CPU thread of the shared "
+                          f"2-core build machine ({args.cost_note})"),
+        "command": train_cmd,
+        "evaluation_command": " && ".join(shlex.join(c) for c in (simulate, generate,
+                                                                  evaluate)),
+        "speed_command": (f"caloforge bench {args.name} --threads 2 --batch-sizes "
+                          "1,100,1000,10000 --repeats 3"),
+    }
+    missed = [f"classifier AUC <= {TARGET_AUC} ({k} {figures[f'auc_{k}']:.3f})"
+              for k in auc if figures[f"auc_{k}"] > TARGET_AUC]
+    if args.ms_batch_10000 is not None and args.ms_batch_10000 > TARGET_MS:
+        missed.append(f"{TARGET_MS} ms per shower ({args.ms_batch_10000:.3f} ms)")
+    n_params = sum(v.numel() for k, v in ckpt["model_state"].items()
+                   if v.is_floating_point() and "gather" not in k and "scatter" not in k)
+    card["storage"] = f"float16 weights (float32 once loaded), {n_params / 1e6:.2f}M parameters"
+    speed = ""
+    if args.ms_batch_10000 is not None:
+        speed = (f"- speed: {args.ms_batch_10000:.3f} ms per shower at batch 10,000"
+                 + (f", {args.ms_batch_1:.1f} ms at batch 1" if args.ms_batch_1 else "")
+                 + f" ({args.speed_note}); Geant4 11.4 (electromagnetic physics, "
+                 "data-free models) takes 1093 ms per calogan e+ shower on this machine class\n")
+    table = "| " + " | ".join(["classifier AUC (calibrated / raw)", *auc]) + " |\n"
+    table += "|" + "---|" * (len(auc) + 1) + "\n| |" + "".join(
+        f" {figures[f'auc_{k}']:.4f} / {figures[f'auc_{k}_raw']:.4f} |" for k in auc) + "\n"
+    text = f"""# {args.name}: coupling flow for {word} in the {geometry} calorimeter
+
+A conditional coupling-block spline flow (`coupling-flow`, see docs/coupling-flow.md;
+architecture after CaloINN, arXiv:2312.09290, on CaloFlow's factorisation, arXiv:2106.05285)
+for {word} of {lo:g}-{hi:g} GeV in the {geometry} geometry
+({get_geometry(geometry).n_voxels} voxels). Output in MeV per voxel; sampled voxels below
+the config's `threshold_mev` are set to 0.
+
+**It learnt the embedded parametric simulator ({sim_version}), not Geant4.** Its figures
+are against fresh parametric showers; against Geant4 it can be no better than the simulator
+itself (docs/simulator.md).
+
+## Training
+- data: {card['training_data']}
+- config: {card['config']}, cosine learning-rate decay, seed 0
+- cost: {card['training_cost']}
+- command: `{train_cmd}`
+- caloforge version {ckpt['caloforge_version']}; storage: {card['storage']}
+
+## Measured (this stored model, {heading})
+{table}
+- FPD {figures['fpd']} ± {figures['fpd_error']}; KPD {figures['kpd']} ± {figures['kpd_error']}
+- worst separation power {figures['worst_separation_power']} ({worst})
+- mean E_tot/E_inc in every 10-GeV bin within {response}% of the reference
+{speed}
+Reproduce: `{card['evaluation_command']}`; speed: `{card['speed_command']}`.
+
+## Limits
+- Targets not yet met: {'; '.join(missed) if missed else 'none'}.
+- Energies outside {lo:g}-{hi:g} GeV are refused.
+"""
+    save_pretrained(args.run, args.name, card, root=PRETRAINED, card_text=text, half=True)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
