@@ -1,5 +1,7 @@
 """The classifier test: chance level for one distribution, separation for different ones."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -51,6 +53,20 @@ def test_same_distribution_is_at_chance_level(two_eplus_samples):
         run = result[kind]["runs"][0]
         assert run["n_test"] == N_SAME // 5
         assert run["best_epoch"] >= 1
+
+
+def test_library_call_applies_the_readout_threshold(two_eplus_samples):
+    # the same simulator, but 0.5 keV added to a fifth of the generated sample's empty cells:
+    # below calogan's 1 keV readout threshold, so the default call cannot see it; with no
+    # threshold the classifier does
+    reference, generated = two_eplus_samples
+    rng = np.random.default_rng(0)
+    noisy = generated.voxels.copy()
+    noisy[(noisy == 0) & (rng.random(noisy.shape) < 0.2)] = 5e-4
+    generated = dataclasses.replace(generated, voxels=noisy)
+    kwargs = {"inputs": ("high",), "seed": 0, "epochs": 10}  # the sparsities see it
+    assert classifier_test(reference, generated, **kwargs)["high"]["auc"] <= 0.55
+    assert classifier_test(reference, generated, threshold=0.0, **kwargs)["high"]["auc"] >= 0.9
 
 
 def test_eplus_and_piplus_are_separated():

@@ -40,12 +40,14 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from caloforge.data import ShowerSet
+from caloforge.data.threshold import apply_threshold, default_threshold
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 
@@ -413,20 +415,35 @@ def train_classifier(reference: np.ndarray, generated: np.ndarray, repeat: int =
 
 def classifier_test(reference: ShowerSet, generated: ShowerSet,
                     inputs: Sequence[str] = INPUTS, repeat: int = 1, seed: int = 0,
-                    device: str = "cpu", epochs: int = 50, **kwargs) -> dict:
+                    device: str = "cpu", epochs: int = 50, threshold: float | None = None,
+                    **kwargs) -> dict:
     """The classifier test on two ShowerSets, for each of ``inputs``.
+
+    Both samples are thresholded first, as ``caloforge evaluate`` does: cells below
+    ``threshold`` MeV (negative values included) count as empty.
 
     Args:
         reference, generated: showers of the same geometry.
         inputs: any of ``"low"``, ``"normed"``, ``"high"``.
         repeat, seed, device, epochs, kwargs: as :func:`train_classifier`.
+        threshold: readout threshold, MeV per cell (default: the geometry's,
+            :func:`caloforge.data.threshold.default_threshold`; 0 keeps every deposit).
 
     Returns:
         ``{input: result of train_classifier}``.
+
+    Raises:
+        CaloforgeError: different geometries, an unknown input or a negative threshold.
     """
     if reference.geometry.name != generated.geometry.name:
         raise CaloforgeError(f"cannot compare showers of geometries {reference.geometry.name!r}"
                              f" and {generated.geometry.name!r}")
+    if threshold is None:
+        threshold = default_threshold(reference.geometry)
+    if threshold > 0:
+        reference, generated = (
+            dataclasses.replace(s, voxels=apply_threshold(s.voxels, threshold))
+            for s in (reference, generated))
     out = {}
     for kind in inputs:
         if kind not in INPUTS:
