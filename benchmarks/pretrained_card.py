@@ -29,7 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "src" / "caloforge" / "pretrained"
 TARGET_AUC, TARGET_MS = 0.65, 0.1
-PARTICLE_WORDS = {"eplus": "e+", "gamma": "photons", "piplus": "pi+", "eminus": "e-"}
+#: particle name -> (as a noun, attributive): "for photons", "photon showers"
+PARTICLE_WORDS = {"eplus": ("e+", "e+"), "gamma": ("photons", "photon"),
+                  "piplus": ("pi+", "pi+"), "eminus": ("e-", "e-")}
 
 
 def run(cmd: list[str], cwd: Path) -> None:
@@ -70,11 +72,14 @@ def main() -> None:
     ap.add_argument("--ref-seed", type=int, default=13)
     ap.add_argument("--gen-seed", type=int, default=4)
     ap.add_argument("--workdir", type=Path, required=True)
-    ap.add_argument("--threads", type=int, default=1, help="evaluate's threads")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="evaluate's threads (default: its own, all cores)")
     ap.add_argument("--ms-batch-10000", type=float, default=None)
     ap.add_argument("--ms-batch-1", type=float, default=None)
     ap.add_argument("--speed-note", default="torch, 2 threads, shared 2-core AMD EPYC, one "
                     "`caloforge bench` run beside the other models")
+    ap.add_argument("--config-note", default="", help="appended to the card's config line, "
+                    "e.g. '; the file at commit X'")
     ap.add_argument("--cost-note", default="two trainings side by side",
                     help="how the training time was taken, for the card")
     ap.add_argument("--skip-measure", action="store_true",
@@ -88,17 +93,19 @@ def main() -> None:
 
     ckpt = torch.load(args.run / "checkpoint.pt", weights_only=True, map_location="cpu")
     geometry = ckpt["geometry"]["name"]
+    from caloforge.data import read_showers
+
     with h5py.File(args.train_file) as f:
         meta = dict(f.attrs)
-        n_train = len(f["energy"]) if "energy" in f else len(f["incident_energy"])
-        e_train = f["energy"][()] if "energy" in f else f["incident_energy"][()]
+    e_train = read_showers(args.train_file).incident_energy / 1000.0  # GeV
+    n_train = len(e_train)
     sim_version = str(meta.get("generator_version", "unknown"))
     train_seed = int(meta.get("seed", -1))
     config = args.config or f"configs/coupling-flow_{geometry}.yaml"
     from caloforge.geometry import get_geometry
 
     lo, hi = get_geometry(geometry).energy_range
-    word = PARTICLE_WORDS.get(args.particle, args.particle)
+    word, adjective = PARTICLE_WORDS.get(args.particle, (args.particle, args.particle))
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
@@ -110,8 +117,9 @@ def main() -> None:
                 "-q"]
     generate = ["caloforge", "generate", args.name, "-n", str(args.n), "--energy", energy,
                 "--seed", str(args.gen_seed), "-o", "gen.h5", "-q"]
-    evaluate = ["caloforge", "evaluate", "ref.h5", "gen.h5", "-o", "eval", "--no-plots",
-                "-q", "--threads", str(args.threads)]
+    evaluate = ["caloforge", "evaluate", "ref.h5", "gen.h5", "-o", "eval", "--no-plots", "-q"]
+    if args.threads:
+        evaluate += ["--threads", str(args.threads)]
     if not args.skip_measure:
         for path in ("ref.h5", "gen.h5"):
             (work / path).unlink(missing_ok=True)
@@ -164,11 +172,11 @@ def main() -> None:
                     f"parametric simulator ({sim_version}, not Geant4): AUC "
                     f"{'/'.join(auc)} {auc_text} on {args.n // 1000}k a side"),
         "figures": figures,
-        "training_data": (f"{n_train:,} parametric {word} showers, generator_version "
+        "training_data": (f"{n_train:,} parametric {adjective} showers, generator_version "
                           f"{sim_version}, seed {train_seed}, {e_train.min():.0f}-"
                           f"{e_train.max():.0f} GeV uniform ({sim_cmd})"),
         "simulator_version": sim_version,
-        "config": f"{config} ({ckpt['step']} steps)",
+        "config": f"{config} ({ckpt['step']} steps{args.config_note})",
         "training_cost": (f"{seconds:.0f} s of training on one CPU thread of the shared "
                           f"2-core build machine ({args.cost_note})"),
         "command": train_cmd,
