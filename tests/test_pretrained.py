@@ -177,3 +177,17 @@ def test_every_shipped_model_reproduces_its_card(name, tmp_path, capsys, monkeyp
     assert metrics["n_generated"] == card["figures"]["n_generated"]
     for kind, result in metrics["classifier"].items():
         assert result["auc"] == pytest.approx(card["figures"][f"auc_{kind}"], abs=0.02), kind
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(root, tmp_path, capsys):
+    # e.g. a run written before a buffer was added to its family's model
+    ckpt = torch.load(root.parent / "run" / "checkpoint.pt", weights_only=True)
+    dropped = next(iter(ckpt["model_state"]))
+    del ckpt["model_state"][dropped]
+    (tmp_path / "old").mkdir()
+    torch.save(ckpt, tmp_path / "old" / "checkpoint.pt")
+    code, _, err = run_cli(["generate", tmp_path / "old", "-n", 2, "-o", tmp_path / "x.h5",
+                            "-q"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "does not fit" in err and f"missing: {dropped}" in err
+    assert not (tmp_path / "x.h5").exists()
