@@ -86,7 +86,6 @@ def main() -> None:
                     help="reuse WORKDIR's ref.h5, gen.h5 and eval/ (only rewrite the card)")
     args = ap.parse_args()
 
-    import h5py
     import torch
 
     from caloforge.pretrained import save_pretrained
@@ -95,9 +94,9 @@ def main() -> None:
     geometry = ckpt["geometry"]["name"]
     from caloforge.data import read_showers
 
-    with h5py.File(args.train_file) as f:
-        meta = dict(f.attrs)
-    e_train = read_showers(args.train_file).incident_energy / 1000.0  # GeV
+    train = read_showers(args.train_file)
+    meta = train.meta
+    e_train = train.incident_energy / 1000.0  # GeV
     n_train = len(e_train)
     sim_version = str(meta.get("generator_version", "unknown"))
     train_seed = int(meta.get("seed", -1))

@@ -169,7 +169,7 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> Gen
     config = cls.Config.from_dict(ckpt["model_config"], where=f"{ckpt['family']} config")
     model = cls(Geometry.from_dict(ckpt["geometry"]), config,
                 Conditioning.from_dict(ckpt["conditioning"]))
-    missing, unexpected = _state_mismatch(model.state_dict(), ckpt["model_state"])
+    missing, unexpected = model.load_state_dict(ckpt["model_state"], strict=False)
     if missing or unexpected:
         raise CaloforgeError(
             f"this {ckpt['family']} checkpoint (caloforge {ckpt.get('caloforge_version')}) "
@@ -177,15 +177,9 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> Gen
             + "; ".join(f"{what}: {', '.join(keys[:5])}" for what, keys in
                         (("missing", missing), ("unexpected", unexpected)) if keys)
             + "; retrain it, or use the caloforge that wrote it")
-    model.load_state_dict(ckpt["model_state"])
     model.run_info = {k: ckpt.get(k) for k in ("particle", "step", "caloforge_version",
                                                 "train_config", "data", "elapsed_s")}
     return model.to(device)
-
-
-def _state_mismatch(expected: dict, stored: dict) -> tuple[list[str], list[str]]:
-    """Keys of a model's state missing from a stored state, and stored keys it lacks."""
-    return ([k for k in expected if k not in stored], [k for k in stored if k not in expected])
 
 
 def load_run(rundir: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
