@@ -25,12 +25,16 @@ layer and multiplied by the layer energies from Flow I, as in the paper.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
+from caloforge.models.base import ModelConfig
 
 __all__ = ["FlowPreprocessing", "logit", "expit"]
 
@@ -52,6 +56,54 @@ def expit(x: Tensor, alpha: float) -> Tensor:
     e = torch.exp(-torch.abs(x))
     sigmoid = torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
     return (sigmoid - alpha) / (1 - 2 * alpha)
+
+
+@dataclass(frozen=True)
+class FlowPreprocessingConfig(ModelConfig):
+    """The settings every flow family on this preprocessing shares, and their checks.
+
+    Attributes:
+        bins: spline bins (CaloFlow: 8).
+        bound: the splines act on ``[-bound, bound]`` (standardised logits), identity
+            outside.
+        noise_mev: uniform dequantisation noise added to each voxel, MeV (CaloFlow: 1 keV).
+        threshold_mev: sampled voxels below this are zero, MeV (CaloFlow 1 keV; 30 keV by
+            default: an empty cell sits at the logit floor, ``I ~ alpha``, and a small error
+            of the flow there becomes ``alpha * E_layer``, tens of keV, which a 1 keV cut
+            leaves as spurious hits; 30 keV removes about 0.4% of the non-zero cells of
+            parametric e+ showers). Used by sampling only.
+        alpha: logit regulariser (CaloFlow: 1e-6).
+        prepare_showers: training showers used to learn the preprocessing statistics.
+
+    Raises:
+        CaloforgeError: a setting out of range (the message names the family and the key).
+    """
+
+    #: the family name that messages use
+    family: ClassVar[str] = "flow"
+
+    bins: int = 8
+    bound: float = 6.0
+    noise_mev: float = 1e-3
+    threshold_mev: float = 0.03
+    alpha: float = 1e-6
+    prepare_showers: int = 20000
+
+    def check_at_least_one(self, *names: str) -> None:
+        """Raise :class:`CaloforgeError` for the first of ``names`` below 1."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise CaloforgeError(f"{self.family} {name} must be at least 1")
+
+    def __post_init__(self) -> None:
+        self.check_at_least_one("prepare_showers")
+        if self.bins < 2:
+            raise CaloforgeError(f"{self.family} bins must be at least 2")
+        if not (self.bound > 0 and self.noise_mev > 0 and self.threshold_mev >= 0):
+            raise CaloforgeError(f"{self.family} bound and noise_mev must be positive and "
+                                 "threshold_mev not negative")
+        if not 0 < self.alpha < 0.5:
+            raise CaloforgeError(f"{self.family} alpha must be in (0, 0.5)")
 
 
 class FlowPreprocessing(nn.Module):

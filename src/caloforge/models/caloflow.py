@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -73,9 +74,9 @@ from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import register_model
-from caloforge.models._flowprep import FlowPreprocessing
+from caloforge.models._flowprep import FlowPreprocessing, FlowPreprocessingConfig
 from caloforge.models._maf import IAF, MAF
-from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
+from caloforge.models.base import Conditioning, GenerativeModel
 
 __all__ = ["CaloFlowConfig", "CaloFlow", "STAGES"]
 
@@ -85,8 +86,11 @@ STAGES = ("flow1", "teacher", "student")
 
 
 @dataclass(frozen=True)
-class CaloFlowConfig(ModelConfig):
-    """CaloFlow settings (CPU-sized defaults; the papers' values in brackets).
+class CaloFlowConfig(FlowPreprocessingConfig):
+    """CaloFlow settings (CPU-sized defaults; the papers' values in brackets); ``bins``
+    (8), ``bound``, ``noise_mev`` (1 keV), ``threshold_mev``, ``alpha`` (1e-6) and
+    ``prepare_showers`` are the shared
+    :class:`~caloforge.models._flowprep.FlowPreprocessingConfig`'s.
 
     Attributes:
         flow1_steps, teacher_steps, student_steps: training steps of each stage.
@@ -94,21 +98,16 @@ class CaloFlowConfig(ModelConfig):
         flow2_blocks, flow2_hidden, flow2_layers: Flow II MADE blocks, hidden units per
             layer and hidden layers, shared by teacher and student (8, 504, 1 for the
             teacher).
-        bins: spline bins (8).
-        bound: the splines act on ``[-bound, bound]``, identity outside.
-        noise_mev: uniform noise added to each voxel, MeV (1 keV).
-        threshold_mev: generated voxels below this are zero, MeV (paper 1 keV; 30 keV by
-            default: an empty cell sits at the logit floor, ``I ~ alpha``, and a small
-            error of the flow there becomes ``alpha * E_layer``, tens of keV, which a 1 keV
-            cut leaves as spurious hits; 30 keV removes about 0.4% of the non-zero cells of
-            parametric e+ showers). Used by sampling only.
-        alpha: logit regulariser (1e-6).
         flow1_lr, teacher_lr, student_lr: Adam learning rates (cosine decay to
             ``lr_floor`` times that over each stage).
         lr_floor: final learning-rate fraction.
         grad_clip: gradient norm clip per step.
-        prepare_showers: training showers used to learn the preprocessing statistics.
+
+    Raises:
+        CaloforgeError: a setting out of range.
     """
+
+    family: ClassVar[str] = "caloflow"
 
     flow1_steps: int = 1000
     teacher_steps: int = 3000
@@ -118,30 +117,17 @@ class CaloFlowConfig(ModelConfig):
     flow2_blocks: int = 3
     flow2_hidden: int = 128
     flow2_layers: int = 1
-    bins: int = 8
-    bound: float = 6.0
-    noise_mev: float = 1e-3
-    threshold_mev: float = 0.03
-    alpha: float = 1e-6
     flow1_lr: float = 1e-3
     teacher_lr: float = 1e-3
     student_lr: float = 1e-3
     lr_floor: float = 0.05
     grad_clip: float = 5.0
-    prepare_showers: int = 20000
 
     def __post_init__(self) -> None:
-        for name in ("flow1_steps", "teacher_steps", "student_steps", "flow1_blocks",
-                     "flow1_hidden", "flow2_blocks", "flow2_hidden", "flow2_layers",
-                     "prepare_showers"):
-            if getattr(self, name) < 1:
-                raise CaloforgeError(f"caloflow {name} must be at least 1")
-        if self.bins < 2:
-            raise CaloforgeError("caloflow bins must be at least 2")
-        if not (self.bound > 0 and self.noise_mev > 0 and self.threshold_mev >= 0):
-            raise CaloforgeError("caloflow bound and noise_mev must be positive")
-        if not 0 < self.alpha < 0.5:
-            raise CaloforgeError("caloflow alpha must be in (0, 0.5)")
+        super().__post_init__()
+        self.check_at_least_one("flow1_steps", "teacher_steps", "student_steps",
+                                "flow1_blocks", "flow1_hidden", "flow2_blocks",
+                                "flow2_hidden", "flow2_layers")
 
     def stage_ends(self) -> tuple[int, int, int]:
         """Last step of each stage (cumulative)."""

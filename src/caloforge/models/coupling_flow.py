@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -67,8 +68,8 @@ from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import register_model
 from caloforge.models._coupling import CouplingStack, coupling_macs
-from caloforge.models._flowprep import FlowPreprocessing
-from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
+from caloforge.models._flowprep import FlowPreprocessing, FlowPreprocessingConfig
+from caloforge.models.base import Conditioning, GenerativeModel
 
 __all__ = ["CouplingFlowConfig", "CouplingFlow"]
 
@@ -76,58 +77,45 @@ _CPU_CHUNK = 500  # showers per pass in CPU inference (cache-sized activations)
 
 
 @dataclass(frozen=True)
-class CouplingFlowConfig(ModelConfig):
-    """Coupling-flow settings (CPU-sized defaults).
+class CouplingFlowConfig(FlowPreprocessingConfig):
+    """Coupling-flow settings (CPU-sized defaults); ``bins`` (both flows), ``bound``,
+    ``noise_mev``, ``threshold_mev``, ``alpha`` and ``prepare_showers`` are the shared
+    :class:`~caloforge.models._flowprep.FlowPreprocessingConfig`'s.
 
     Attributes:
         flow1_transforms, flow1_hidden: Flow I (zuko NSF) autoregressive transforms and
             hidden units (two hidden layers).
         blocks: Flow II coupling blocks.
         hidden, layers: units per hidden layer and hidden layers of each block's MLP.
-        bins: spline bins (both flows).
-        bound: Flow II splines act on ``[-bound, bound]`` (standardised logits), identity
-            outside.
-        noise_mev: uniform dequantisation noise added to each voxel, MeV (CaloFlow: 1 keV).
-        threshold_mev: sampled voxels below this are zero, MeV.
-        alpha: logit regulariser (CaloFlow: 1e-6).
         lr: Adam learning rate at the start.
         lr_steps: steps of the cosine decay to ``lr_floor * lr`` (constant after).
         lr_floor: final learning-rate fraction.
         grad_clip: gradient-norm clip per step.
-        prepare_showers: training showers used to learn the preprocessing statistics.
         seed: seeds Flow II's permutations.
+
+    Raises:
+        CaloforgeError: a setting out of range.
     """
+
+    family: ClassVar[str] = "coupling-flow"
 
     flow1_transforms: int = 4
     flow1_hidden: int = 64
     blocks: int = 6
     hidden: int = 64
     layers: int = 2
-    bins: int = 8
-    bound: float = 6.0
-    noise_mev: float = 1e-3
-    threshold_mev: float = 0.03
-    alpha: float = 1e-6
     lr: float = 1e-3
     lr_steps: int = 10000
     lr_floor: float = 0.02
     grad_clip: float = 10.0
-    prepare_showers: int = 20000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("flow1_transforms", "flow1_hidden", "blocks", "hidden", "layers",
-                     "lr_steps", "prepare_showers"):
-            if getattr(self, name) < 1:
-                raise CaloforgeError(f"coupling-flow {name} must be at least 1")
-        if self.bins < 2:
-            raise CaloforgeError("coupling-flow bins must be at least 2")
-        if not (self.bound > 0 and self.noise_mev > 0 and self.threshold_mev >= 0
-                and self.lr > 0 and self.grad_clip > 0):
-            raise CaloforgeError("coupling-flow bound, noise_mev, lr and grad_clip must be "
-                                 "positive and threshold_mev not negative")
-        if not 0 < self.alpha < 0.5:
-            raise CaloforgeError("coupling-flow alpha must be in (0, 0.5)")
+        super().__post_init__()
+        self.check_at_least_one("flow1_transforms", "flow1_hidden", "blocks", "hidden",
+                                "layers", "lr_steps")
+        if not (self.lr > 0 and self.grad_clip > 0):
+            raise CaloforgeError("coupling-flow lr and grad_clip must be positive")
         if not 0 < self.lr_floor <= 1:
             raise CaloforgeError("coupling-flow lr_floor must be in (0, 1]")
 
