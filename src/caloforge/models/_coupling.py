@@ -108,12 +108,12 @@ def spline_inverse(y: Tensor, params: Tensor, bins: int, bound: float) -> Tensor
     The same spline as :func:`spline_knots` builds, computed leaner for sampling: the
     bin is found on the unnormalised cumulative heights, and only the two knots around it
     are normalised; the derivatives are exponentiated after the gather, for the two ends
-    of the bin only. Equal to inverting :func:`spline_knots`'s knots (tested), about 1.6
-    times faster on a CPU.
+    of the bin only. Equal to inverting :func:`spline_knots`'s knots within float32
+    rounding (tested), about 1.6 times faster on a CPU.
     """
     batch, _, features = params.shape
-    p = params.clamp(-LIMIT, LIMIT)
-    cum = torch.cumsum(torch.exp(p[:, :2 * bins]).view(batch, 2, bins, features), dim=2)
+    e = params[:, :2 * bins].clamp(-LIMIT, LIMIT).exp_().view(batch, 2, bins, features)
+    cum = torch.cumsum(e, dim=2)
     total = cum[:, :, -1]  # (B, 2, F): sum of the widths, sum of the heights
     inside = (y > -bound) & (y < bound)
     v = ((y + bound) / (2 * bound)).clamp(0.0, 1.0)
@@ -125,8 +125,8 @@ def spline_inverse(y: Tensor, params: Tensor, bins: int, bound: float) -> Tensor
     first = (k == 0).squeeze(1)
     x0, x1 = torch.where(first, 0.0, knots[:, 0, 0]), knots[:, 0, 1]
     y0, y1 = torch.where(first, 0.0, knots[:, 1, 0]), knots[:, 1, 1]
-    slopes = torch.exp(p[:, 2 * bins:].gather(1, torch.cat([lo, k.clamp(max=bins - 2)],
-                                                             dim=1)))  # (B, 2, F)
+    slopes = params[:, 2 * bins:].gather(1, torch.cat([lo, k.clamp(max=bins - 2)], dim=1)
+                                         ).clamp_(-LIMIT, LIMIT).exp_()  # (B, 2, F)
     d0 = torch.where(first, 1.0, slopes[:, 0])
     d1 = torch.where((k == bins - 1).squeeze(1), 1.0, slopes[:, 1])
     dy = y1 - y0
