@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -77,6 +78,10 @@ def main() -> None:
     ap.add_argument("--ref-seed", type=int, default=13)
     ap.add_argument("--gen-seed", type=int, default=4)
     ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--root", type=Path, default=PRETRAINED,
+                    help="where to store the model (default: the package's pretrained "
+                    "folder; another folder, to judge a run before it replaces a shipped "
+                    "model, is passed to the commands as $CALOFORGE_PRETRAINED_DIR)")
     ap.add_argument("--threads", type=int, default=None,
                     help="evaluate's threads (default: its own, all cores)")
     ap.add_argument("--ms-batch-10000", type=float, default=None)
@@ -93,7 +98,7 @@ def main() -> None:
 
     import torch
 
-    from caloforge.pretrained import save_pretrained
+    from caloforge.pretrained import PRETRAINED_ENV, save_pretrained
 
     ckpt = torch.load(args.run / "checkpoint.pt", weights_only=True, map_location="cpu")
     geometry = ckpt["geometry"]["name"]
@@ -113,8 +118,9 @@ def main() -> None:
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
-    save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=PRETRAINED,
-                    half=True)
+    root = args.root.resolve()
+    os.environ[PRETRAINED_ENV] = str(root)
+    save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=root, half=True)
     energy = f"{lo:g}:{hi:g}"
     simulate = ["caloforge", "simulate", "-g", geometry, "--particle", args.particle, "-n",
                 str(args.n), "--energy", energy, "--seed", str(args.ref_seed), "-o", "ref.h5",
@@ -228,6 +234,11 @@ def main() -> None:
     table = "| " + " | ".join(["classifier AUC (calibrated / raw)", *auc]) + " |\n"
     table += "|" + "---|" * (len(auc) + 1) + "\n| |" + "".join(
         f" {figures[f'auc_{k}']:.4f} / {figures[f'auc_{k}_raw']:.4f} |" for k in auc) + "\n"
+    response_detail = (
+        f"that bin: {response} ± {figures['response_max_rel_dev_error_percent']}% "
+        f"statistical; the largest deviation over its error in any bin "
+        f"{figures['response_max_pull']}; chi2 {figures['response_chi2']} for "
+        f"{figures['response_bins']} bins, p = {figures['response_chi2_p']}")
     limits = "".join(f"- Not resolved at this sample size: {u}.\n" for u in unresolved)
     text = f"""# {args.name}: coupling flow for {word} in the {geometry} calorimeter
 
@@ -252,10 +263,7 @@ itself (docs/simulator.md).
 {table}
 - FPD {figures['fpd']} ± {figures['fpd_error']}; KPD {figures['kpd']} ± {figures['kpd_error']}
 - worst separation power {figures['worst_separation_power']} ({worst})
-- mean E_tot/E_inc in every 10-GeV bin within {response}% of the reference (that bin:
-  {response} ± {figures['response_max_rel_dev_error_percent']}% statistical; largest
-  deviation over its error in any bin {figures['response_max_pull']}; chi2
-  {figures['response_chi2']} for {figures['response_bins']} bins, p = {figures['response_chi2_p']})
+- mean E_tot/E_inc in every 10-GeV bin within {response}% of the reference ({response_detail})
 {speed}
 Reproduce: `{card['evaluation_command']}`; speed: `{card['speed_command']}`.
 
@@ -263,7 +271,7 @@ Reproduce: `{card['evaluation_command']}`; speed: `{card['speed_command']}`.
 - Targets not yet met: {'; '.join(missed) if missed else 'none'}.
 {limits}- Energies outside {lo:g}-{hi:g} GeV are refused.
 """
-    save_pretrained(args.run, args.name, card, root=PRETRAINED, card_text=text, half=True)
+    save_pretrained(args.run, args.name, card, root=root, card_text=text, half=True)
     print(text)
 
 
