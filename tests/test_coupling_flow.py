@@ -25,6 +25,7 @@ from caloforge.models._coupling import (
     spline_forward,
     spline_inverse,
 )
+from caloforge.models.caloflow import CaloFlowConfig
 from caloforge.models.coupling_flow import CouplingFlow, CouplingFlowConfig
 from caloforge.train.checkpoint import load_checkpoint
 
@@ -185,6 +186,18 @@ def test_builds_trains_and_samples_on_every_geometry(name):
     assert torch.isfinite(out).all() and (out >= 0).all()
     # the sampling threshold: nothing left between zero and threshold_mev
     assert not ((out > 0) & (out < config.threshold_mev)).any()
+
+
+@pytest.mark.parametrize("bad", [{"bins": 1}, {"bound": 0.0}, {"noise_mev": 0.0},
+                                 {"threshold_mev": -1.0}, {"alpha": 0.7},
+                                 {"prepare_showers": 0}])
+def test_both_flow_families_share_the_preprocessing_checks(bad):
+    key = next(iter(bad))
+    for config, family in ((CouplingFlowConfig, "coupling-flow"), (CaloFlowConfig, "caloflow")):
+        with pytest.raises(CaloforgeError, match=rf"^{family} .*{key}"):
+            config(**bad)
+        with pytest.raises(CaloforgeError, match=key):
+            config.from_dict(bad)
 
 
 def test_config_checks():
