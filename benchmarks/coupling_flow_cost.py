@@ -68,10 +68,12 @@ def main() -> None:
                 blk.net(torch.cat([x[:, :blk.n_a], context], -1))
 
         nets = cpu_seconds(networks) / _CPU_CHUNK * 1e3
-    mflop = model.mflop_per_shower()
+    mflop = model.mflop_per_shower()  # Flow I and Flow II
+    mflop2 = 2e-6 * sum(m.weight.numel() for m in model.flow2.modules()
+                        if isinstance(m, torch.nn.Linear))
     print(f"whole shower (sample, batch {args.n}): {whole:.3f} ms CPU per shower")
     print(f"Flow II networks alone: {nets:.3f} ms CPU per shower "
-          f"({mflop / nets:.1f} GFLOP/s)")
+          f"({mflop2:.2f} MFLOP, {mflop2 / nets:.1f} GFLOP/s)")
     print(f"network cost {mflop:.2f} MFLOP per shower: {mflop / rate:.3f} ms at the matmul "
           f"rate; the whole shower takes {whole / (mflop / rate):.1f}x that")
 
