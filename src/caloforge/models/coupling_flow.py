@@ -11,8 +11,9 @@ voxels is kept, ``p(E_0..E_{L-1} | E_inc) * p(I | E_0..E_{L-1}, E_inc)``:
 
 - Flow I, the layer energies given the incident energy (and the angle where the geometry
   has one): zuko's ``NSF`` (a masked autoregressive flow with rational-quadratic splines).
-  It has ``L`` features, so its ``L`` sequential passes per block in sampling cost nothing
-  beside Flow II, and zuko's spline finds its bin by counted comparisons, which exports to
+  It has ``L`` features, so its ``L`` sequential passes per block in sampling cost little
+  beside Flow II (calogan: 0.2 MFLOP per shower with 4 transforms of 64, 0.9 with 6 of 128,
+  against Flow II's 4.7), and zuko's spline finds its bin by counted comparisons, which exports to
   ONNX (tested): zuko serves here as it stands.
 - Flow II, the per-layer-normalised voxels given the layer energies and the conditions:
   coupling blocks (:mod:`caloforge.models._coupling`). Each block splits the voxels, after
