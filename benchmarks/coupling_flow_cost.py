@@ -69,8 +69,7 @@ def main() -> None:
 
         nets = cpu_seconds(networks) / _CPU_CHUNK * 1e3
     mflop = model.mflop_per_shower()  # Flow I and Flow II
-    mflop2 = 2e-6 * sum(m.weight.numel() for m in model.flow2.modules()
-                        if isinstance(m, torch.nn.Linear))
+    mflop2 = model.mflop_by_flow()["flow2"]
     print(f"whole shower (sample, batch {args.n}): {whole:.3f} ms CPU per shower")
     print(f"Flow II networks alone: {nets:.3f} ms CPU per shower "
           f"({mflop2:.2f} MFLOP, {mflop2 / nets:.1f} GFLOP/s)")

@@ -146,6 +146,8 @@ def test_mflop_count_is_the_network_weights():
     # Flow I: one pass of its MADE networks per layer energy (3 layers) when sampling
     flow1 = sum(m.weight.numel() for m in model.flow1.modules()
                 if isinstance(m, torch.nn.Linear))
+    assert model.mflop_by_flow() == pytest.approx({"flow1": 2 * 3 * flow1 / 1e6,
+                                                   "flow2": 2 * weights / 1e6})
     assert model.mflop_per_shower() == pytest.approx(2 * (weights + 3 * flow1) / 1e6)
     assert 4.7 < model.mflop_per_shower() < 5.0  # the sizing in the docs
 

@@ -178,17 +178,23 @@ class CouplingFlow(GenerativeModel):
         self.flow2 = CouplingStack(n_voxels, n_cond + n_layers, cfg.hidden, cfg.layers, cfg.bins,
                                 cfg.bound, cfg.blocks, seed=cfg.seed)
 
-    def mflop_per_shower(self) -> float:
-        """Network multiply-adds of one sampled shower, times two, in MFLOP: Flow II's
-        coupling MLPs (one pass per block) and Flow I's MADE networks (zuko inverts an
-        autoregressive transform in ``passes`` network passes, one per layer energy)."""
+    def mflop_by_flow(self) -> dict[str, float]:
+        """Network multiply-adds of one sampled shower, times two, in MFLOP, per flow:
+        ``{"flow1": ..., "flow2": ...}``. Flow II: its coupling MLPs, one pass per block;
+        Flow I: its MADE networks, which zuko runs ``passes`` times (once per layer energy)
+        to invert an autoregressive transform."""
         cfg = self.config
-        macs = coupling_macs(self.prep.n_voxels, 1 + int(self.has_angle) + self.prep.n_layers,
-                             cfg.hidden, cfg.layers, cfg.bins, cfg.blocks)
-        for transform in self.flow1.flow.transform.transforms:
-            macs += transform.passes * sum(m.weight.numel() for m in transform.modules()
+        flow2 = coupling_macs(self.prep.n_voxels, 1 + int(self.has_angle) + self.prep.n_layers,
+                              cfg.hidden, cfg.layers, cfg.bins, cfg.blocks)
+        flow1 = sum(transform.passes * sum(m.weight.numel() for m in transform.modules()
                                            if isinstance(m, nn.Linear))
-        return 2 * macs / 1e6
+                    for transform in self.flow1.flow.transform.transforms)
+        return {"flow1": 2 * flow1 / 1e6, "flow2": 2 * flow2 / 1e6}
+
+    def mflop_per_shower(self) -> float:
+        """Network multiply-adds of one sampled shower, times two, in MFLOP (both flows,
+        :meth:`mflop_by_flow`)."""
+        return sum(self.mflop_by_flow().values())
 
     # ---- training ----------------------------------------------------------------------
 
