@@ -326,3 +326,43 @@ def test_binned_mean_energy_loss_fixes_means_not_single_showers():
     shifted = model._energy_loss(target * 1.1, energy).item()
     expected = float((0.1 * target / energy).mean())
     assert shifted == pytest.approx(expected, rel=1e-4)
+
+
+def test_log_uniform_energy_constraint_is_evaluated_as_at_inference():
+    torch.manual_seed(0)
+    config = CaloGAN.tiny_config().replace(voxel_relative=True, energy_target="fit",
+                                           energy_loss="binned_mean", latent_scaling="log",
+                                           energy_input=True,
+                                           energy_loss_sampling="log_uniform")
+    model = build_model("calogan", CALOGAN, config, Conditioning(energy=(1e3, 1e5)))
+    model.configure_optimizers()
+    rng = np.random.default_rng(0)
+    e = rng.uniform(1e3, 1e5, 8).astype(np.float32)
+    voxels = rng.exponential(1.0, (8, CALOGAN.n_voxels)).astype(np.float32)
+    voxels *= (0.3 * e / voxels.sum(axis=1))[:, None]
+    model.prepare(ShowerSet(CALOGAN, voxels, e))
+    gen = model.generator
+    before = {k: v.clone() for k, v in gen.state_dict().items() if "running" in k}
+    torch.manual_seed(1)
+    loss = model._log_uniform_energy_loss(gen, 64, None, torch.device("cpu"))
+    # batch norm ran on its running statistics and the generator is back in training mode
+    assert gen.training
+    for k, v in gen.state_dict().items():
+        if "running" in k:
+            torch.testing.assert_close(v, before[k])
+    # the same draw, generated in eval mode by hand, gives the same loss
+    torch.manual_seed(1)
+    energy = 1.0 * 100.0 ** torch.rand(64)
+    assert energy.min() >= 1.0 and energy.max() <= 100.0
+    gen.eval()
+    images = model._generate(gen, model.draw_latent(64), energy, None)
+    gen.train()
+    total = sum(x.sum(dim=(1, 2, 3)) for x in model._to_mev(images, energy)) / 1e3
+    torch.testing.assert_close(loss, model._energy_loss(total, energy))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.parameters())
+    metrics = model.training_step({"voxels": torch.from_numpy(voxels),
+                                   "conditions": torch.from_numpy(e[:, None])}, 1)
+    assert np.isfinite(list(metrics.values())).all()
+    with pytest.raises(CaloforgeError, match="energy_loss_sampling"):
+        CaloGANConfig(energy_loss_sampling="uniform")

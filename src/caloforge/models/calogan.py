@@ -125,6 +125,14 @@ class CaloGANConfig(ModelConfig):
             the mean response per energy without pulling every shower to the target
             (a per-shower L1 pulls to the median and narrows a broad response: pi+).
         energy_loss_bins: groups of ``"binned_mean"``.
+        energy_loss_sampling: where the energy constraint is evaluated: on the generated
+            batch at the training batch's energies (``"batch"``), or on one more generated
+            batch of the same size at energies drawn uniformly in log energy over the
+            trained range, generated as at inference (batch norm on its running
+            statistics) and used for the constraint alone (``"log_uniform"``). A 1-100 GeV
+            spectrum flat in energy puts 0.6% of the showers below 1.6 GeV, fewer than
+            one per batch of 64, so ``"batch"`` leaves the low-energy response
+            unconstrained; log-uniform energies give each decade the same weight.
         latent_scaling: the latent vector is multiplied by ``E / energy_scale_gev``
             (``"linear"``, the paper's Hadamard product: at 1 GeV the latent is 100 times
             smaller than at 100 GeV, and low-energy showers lose their fluctuations) or
@@ -160,6 +168,7 @@ class CaloGANConfig(ModelConfig):
     voxel_relative: bool = False
     energy_loss: str = "absolute"
     energy_loss_bins: int = 4
+    energy_loss_sampling: str = "batch"
     latent_scaling: str = "linear"
     energy_input: bool = False
 
@@ -174,6 +183,9 @@ class CaloGANConfig(ModelConfig):
                                  f"'binned_mean', got {self.energy_loss!r}")
         if self.energy_loss_bins < 1:
             raise CaloforgeError("calogan energy_loss_bins must be at least 1")
+        if self.energy_loss_sampling not in ("batch", "log_uniform"):
+            raise CaloforgeError("calogan energy_loss_sampling must be 'batch' or "
+                                 f"'log_uniform', got {self.energy_loss_sampling!r}")
         if self.latent_scaling not in ("linear", "log"):
             raise CaloforgeError("calogan latent_scaling must be 'linear' or 'log', "
                                  f"got {self.latent_scaling!r}")
@@ -435,11 +447,29 @@ class CaloGAN(GenerativeModel):
             scale = scale.reshape(-1, 1, 1, 1)
         return [power_unscale(u, self.config.voxel_power, scale) for u in images]
 
+    def _energy_range_gev(self) -> tuple[float, float]:
+        lo, hi = (max(mev_to_gev(e), 1e-6) for e in self.conditioning.energy)
+        return lo, max(hi, lo)
+
     def _log_energy(self, energy_gev: Tensor) -> Tensor:
         """``(B,)`` GeV -> log energy scaled to [0, 1] over the trained range."""
-        lo, hi = (max(mev_to_gev(e), 1e-6) for e in self.conditioning.energy)
+        lo, hi = self._energy_range_gev()
         span = max(float(np.log(hi / lo)), 1e-6)
         return torch.log(energy_gev.clamp_min(1e-6) / lo) / span
+
+    def _log_uniform_energy_loss(self, gen: nn.Module, n: int, angle: Tensor | None,
+                                 device: torch.device) -> Tensor:
+        """The energy constraint on ``n`` showers generated in eval mode at energies
+        drawn uniformly in log energy over the trained range (``energy_loss_sampling``)."""
+        lo, hi = self._energy_range_gev()
+        energy = lo * (hi / lo) ** torch.rand(n, device=device)
+        gen.eval()
+        try:
+            images = self._generate(gen, self.draw_latent(n), energy, angle)
+        finally:
+            gen.train()
+        total = mev_to_gev(sum(x.sum(dim=(1, 2, 3)) for x in self._to_mev(images, energy)))
+        return self._energy_loss(total, energy)
 
     def _generate(self, gen: nn.Module, latent: Tensor, energy_gev: Tensor,
                   angle: Tensor | None) -> list[Tensor]:
@@ -558,9 +588,16 @@ class CaloGAN(GenerativeModel):
             fake = self._generate(gen, self.draw_latent(n), f_energy, f_angle)
             logit, reg, total = self._discriminate(fake, f_energy, f_angle)
             adv = F.binary_cross_entropy_with_logits(logit, ones)
-            e_loss = self._energy_loss(total, f_energy)
             aux = F.l1_loss(reg, f_energy / scale)
-            (adv + c.energy_loss_weight * e_loss + c.aux_loss_weight * aux).backward()
+            if c.energy_loss_sampling == "batch":
+                e_loss = self._energy_loss(total, f_energy)
+                (adv + c.energy_loss_weight * e_loss + c.aux_loss_weight * aux).backward()
+            else:
+                # two backward passes (gradients add up), so that a DDP-wrapped generator
+                # never runs two forwards before one backward
+                (adv + c.aux_loss_weight * aux).backward()
+                e_loss = self._log_uniform_energy_loss(gen, n, f_angle, energy.device)
+                (c.energy_loss_weight * e_loss).backward()
             opt_g.step()
             g_adv += adv.item() / c.generator_steps
             g_energy += e_loss.item() / c.generator_steps
