@@ -214,7 +214,8 @@ def run_official(args) -> None:
             out.mkdir(exist_ok=True)
             command = [sys.executable, "evaluate.py", "-i", str(work / f"{pair}.h5"),
                        "-r", str(work / "reference.h5"), "-m", mode, "-d", "1-photons",
-                       "--output_dir", str(out), "--no_cuda", *args.official_args]
+                       "--output_dir", str(out), *([] if args.cuda else ["--no_cuda"]),
+                       *args.official_args]
             start = time.perf_counter()
             proc = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True)
             (out / "log.txt").write_text(proc.stdout + proc.stderr)
@@ -308,6 +309,8 @@ def main() -> None:
     p.add_argument("--code", required=True, help="the CaloChallenge homepage's code/ folder")
     p.add_argument("--jetnet", help="folder to put on PYTHONPATH for 'import jetnet'")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cuda", action="store_true",
+                   help="let evaluate.py use the GPU (without it: --no_cuda)")
     p.add_argument("--pairs", nargs="+", default=list(_PAIRS), choices=list(_PAIRS))
     p.add_argument("--modes", nargs="+", default=["cls-low", "cls-high", "fpd"],
                    choices=["cls-low", "cls-high", "fpd"])
