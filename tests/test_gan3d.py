@@ -185,6 +185,32 @@ def test_prepare_fits_the_deposited_fraction():
         0.97 * 150, rel=1e-4)
 
 
+def test_response_normalisation_draws_the_ecal_sum_from_the_fitted_response():
+    model = tiny_model(response_normalisation=True)
+    s = showers(TINY_CLIC, 400)
+    rng = np.random.default_rng(3)
+    # a deposited fraction 0.97 with a 2% relative spread, independent of the angle
+    s.voxels *= (1.0 + 0.02 * rng.standard_normal(len(s))).astype(np.float32)[:, None]
+    model.prepare(s)
+    assert model.deposit_spread.item() == pytest.approx(0.02, rel=0.15)
+    assert model.latent_shape() == (model.config.latent_size + 1,)
+    latent = model.draw_latent(64, torch.Generator().manual_seed(1))
+    cond = torch.stack([torch.linspace(100e3, 200e3, 64), torch.linspace(60.0, 120.0, 64)],
+                       dim=1)
+    with torch.no_grad():
+        total = model.eval().decode(latent, cond).sum(dim=1)
+    expected = (gev_expected := model.expected_deposit_gev(cond[:, 0] / 1e3, cond[:, 1])) \
+        * 1e3 * (1.0 + model.deposit_spread * latent[:, -1])
+    assert gev_expected.min() > 0
+    torch.testing.assert_close(total, expected, rtol=1e-4, atol=0.0)
+    # the energy term of the paper's loss is then only the drawn spread
+    metrics = model.train().training_step(batch_of(s[:8]), 1)
+    assert np.isfinite(list(metrics.values())).all()
+    assert metrics["g_ecal_mape"] < 10.0
+    # without it a checkpoint has no spread buffer (older runs load unchanged)
+    assert "deposit_spread" not in dict(tiny_model().named_buffers())
+
+
 # ---- layout -----------------------------------------------------------------------------------
 
 
@@ -345,6 +371,7 @@ def test_train_help_lists_the_registered_models():
 @pytest.mark.parametrize("changes", [
     {"gen_subpixel": True, "gen_kernels": ((2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1))},
     {"window": (4, 4), "gen_upsample_mode": "trilinear"},
+    {"window": (4, 4), "response_normalisation": True},
 ])
 def test_model_exports_to_onnx_with_parity(tmp_path, changes):
     from caloforge.export import export_onnx

@@ -71,7 +71,7 @@ from caloforge.geometry import Geometry
 from caloforge.models import register_model
 from caloforge.models._transforms import power_scale, power_unscale, scale_angle
 from caloforge.models.base import Conditioning, GenerativeModel, ModelConfig
-from caloforge.units import mev_to_gev
+from caloforge.units import gev_to_mev, mev_to_gev
 
 __all__ = [
     "Gan3DConfig",
@@ -142,6 +142,14 @@ class Gan3DConfig(ModelConfig):
         spectrum_softness: width of the soft bin edges in decades of MeV.
         mape_floor: smallest denominator of the MAPE terms (a spectrum bin with fewer
             than this many pixels per shower counts as this many).
+        response_normalisation: the generated image is rescaled so that its ECAL sum is a
+            drawn response, ``E (c0 + c1 a + c2 a^2) (1 + s z)``: the deposited fraction
+            fitted to the training showers (the ``L_E`` target) times one plus their
+            relative spread ``s`` around it times a standard normal ``z`` that is one more
+            latent component. The generator then learns the shower's shape only; the
+            energy scale is exact by construction (as the per-layer normalisation of
+            CaloFlow, Krause and Shih, arXiv:2106.05285, does for the layer energies).
+            Off in the paper; ``L_E`` is then constant.
     """
 
     latent_size: int = 256
@@ -171,6 +179,7 @@ class Gan3DConfig(ModelConfig):
     spectrum_edges_mev: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
     spectrum_softness: float = 0.05
     mape_floor: float = 1.0
+    response_normalisation: bool = False
 
     def __post_init__(self) -> None:
         if len(self.gen_kernels) != 4 or len(self.disc_kernels) != 4:
@@ -466,6 +475,9 @@ class Gan3D(GenerativeModel):
         # expected deposited fraction (ECAL sum / E) = c0 + c1 a + c2 a^2 with a the scaled
         # angle; fitted to the training showers in prepare()
         self.register_buffer("deposit_coeffs", torch.tensor([1.0, 0.0, 0.0]))
+        if config.response_normalisation:
+            # relative spread of ECAL sum / E around the fitted fraction; from prepare()
+            self.register_buffer("deposit_spread", torch.tensor(0.0))
 
     # ---- layout and preprocessing ------------------------------------------------------
 
@@ -524,19 +536,37 @@ class Gan3D(GenerativeModel):
         else:
             coeffs = np.linalg.lstsq(design, fraction, rcond=None)[0]
         self.deposit_coeffs.copy_(torch.as_tensor(coeffs, dtype=torch.float32))
+        if self.config.response_normalisation:
+            relative = fraction / (design @ coeffs) - 1.0
+            self.deposit_spread.fill_(float(relative.std()) if len(showers) > 1 else 0.0)
 
     # ---- sampling --------------------------------------------------------------------------
 
     def latent_shape(self) -> tuple[int, ...]:
-        return (self.config.latent_size,)
+        return (self.config.latent_size + int(self.config.response_normalisation),)
+
+    def _generate_units(self, gen: nn.Module, latent: Tensor, conditions: Tensor) -> Tensor:
+        """Pixel grids ``(B, 1, *window)`` in network units from latent vectors and
+        conditions (MeV, degrees); with ``response_normalisation`` rescaled to the drawn
+        ECAL sum (the last latent component draws the response)."""
+        energy_gev = mev_to_gev(conditions[:, 0])
+        angle_scaled = self._scaled_angle(conditions[:, 1])
+        if not self.config.response_normalisation:
+            return gen(latent, energy_gev, angle_scaled)
+        units = gen(latent[:, :-1], energy_gev, angle_scaled)
+        total = self._mev(units).sum(dim=(1, 2, 3, 4))
+        target = gev_to_mev(self.expected_deposit_gev(energy_gev, conditions[:, 1]))
+        target = target * (1.0 + self.deposit_spread * latent[:, -1])
+        # E -> E * k is u -> u * k ** power in network units
+        k = target.clamp_min(0.0) / total.clamp_min(1e-3)
+        return units * k.pow(self.config.voxel_power).reshape(-1, 1, 1, 1, 1)
 
     def decode(self, latent: Tensor, conditions: Tensor) -> Tensor:
         # small pieces bound the memory of the full-resolution activations
         pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK)
         if pieces is not None:
             return pieces
-        units = self.generator(latent, mev_to_gev(conditions[:, 0]),
-                               self._scaled_angle(conditions[:, 1]))
+        units = self._generate_units(self.generator, latent, conditions)
         return self.grid_to_voxels(self.uncrop(self._mev(units)))
 
     # ---- training ----------------------------------------------------------------------------
@@ -574,8 +604,7 @@ class Gan3D(GenerativeModel):
                     energy_gev / c.energy_scale_gev, torch.deg2rad(cond[:, 1]))
 
         def generate(cond: Tensor) -> Tensor:
-            energy_gev, angle_scaled, _, _ = targets(cond)
-            return gen(self.draw_latent(n), energy_gev, angle_scaled)
+            return self._generate_units(gen, self.draw_latent(n), cond)
 
         def fake_conditions() -> Tensor:
             return conditions[torch.randperm(n, device=device)]
