@@ -1,8 +1,10 @@
-"""Ship a trained run (coupling flow or WGAN-GP) as a pretrained model and measure its card.
+"""Ship a trained run (coupling flow, WGAN-GP or 3DGAN) as a pretrained model and measure its
+card.
 
 Not a unit test: the recipe behind every card in ``src/caloforge/pretrained/``. It
 
-1. stores the run under NAME (float16 weights, training-only states dropped),
+1. stores the run under NAME (float16 weights unless ``--float32``, training-only states
+   dropped),
 2. simulates N fresh parametric showers (reference seed, the geometry's energy range),
    generates N showers from the stored model, and runs ``caloforge evaluate`` on the two
    (every command printed, the same ones the card gives to reproduce it),
@@ -42,9 +44,10 @@ class Family(NamedTuple):
     about: str  #: first paragraph of the card: what the model is, with its papers
     output: str  #: appended to "Output in MeV per voxel"
     schedule: str  #: appended to the config line
-    #: "per_bin": mean E_tot/E_inc within TARGET_RESPONSE in every 10-GeV bin (issue of the
-    #: coupling flow); "moments": overall mean and spread within TARGET_WGAN_* (seed WGAN-GP)
+    #: "per_bin": mean E_tot/E_inc within ``per_bin_tolerance`` in every 10-GeV bin;
+    #: "moments": overall mean and spread within TARGET_WGAN_* (seed WGAN-GP)
     response_target: str
+    per_bin_tolerance: float = TARGET_RESPONSE
 
 
 FAMILIES = {
@@ -62,6 +65,15 @@ FAMILIES = {
         "\"Generative modeling - electromagnetic shower of a calorimeter\", with the shower's\n"
         "response as one more coordinate)",
         "", ", constant learning rates", "moments"),
+    # the 3DGAN target: ECAL sum within 10% of the reference per 10-GeV bin (Carminati et
+    # al. report agreement with Geant4 within about 10%)
+    "3dgan": Family(
+        "3DGAN",
+        "A conditional 3D-convolutional GAN (`3dgan`, see docs/3dgan.md; Khattak, Vallecorsa,\n"
+        "Carminati, ICIP 2018; Carminati et al., J. Phys.: Conf. Ser. 1525 (2020) 012064),\n"
+        "CPU-sized: a 25 x 25 window, resize-convolutions, the image rescaled to a drawn ECAL\n"
+        "sum (response normalisation), conditioned on energy and polar angle (60-120 degrees)",
+        "", ", RMSprop at constant learning rates", "per_bin", 0.10),
 }
 #: particle name -> (as a noun, attributive): "for photons", "photon showers"
 PARTICLE_WORDS = {"eplus": ("e+", "e+"), "gamma": ("photons", "photon"),
@@ -128,6 +140,9 @@ def main() -> None:
                     "e.g. '; the file at commit X'")
     ap.add_argument("--cost-note", default="two trainings side by side",
                     help="how the training time was taken, for the card")
+    ap.add_argument("--float32", action="store_true",
+                    help="store float32 weights (small models; a GAN's sparsity can move "
+                         "with float16 weights)")
     ap.add_argument("--skip-measure", action="store_true",
                     help="reuse WORKDIR's ref.h5, gen.h5 and eval/ (only rewrite the card)")
     args = ap.parse_args()
@@ -159,7 +174,8 @@ def main() -> None:
 
     root = args.root.resolve()
     os.environ[PRETRAINED_ENV] = str(root)
-    save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=root, half=True)
+    half = not args.float32
+    save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=root, half=half)
     energy = f"{lo:g}:{hi:g}"
     simulate = ["caloforge", "simulate", "-g", geometry, "--particle", args.particle, "-n",
                 str(args.n), "--energy", energy, "--seed", str(args.ref_seed), "-o", "ref.h5",
@@ -267,22 +283,24 @@ def main() -> None:
     if sep[worst] > TARGET_SEPARATION:
         missed.append(f"worst separation power <= {TARGET_SEPARATION} ({worst} {sep[worst]:.3f})")
     # (for the other families the per-bin figure is on the card, but not a target)
-    per_bin_missed = kind.response_target == "per_bin" and worst_response > TARGET_RESPONSE
+    tolerance = kind.per_bin_tolerance
+    per_bin_missed = kind.response_target == "per_bin" and worst_response > tolerance
     if per_bin_missed and chi2_p < 0.05:
-        missed.append(f"response within {100 * TARGET_RESPONSE:g}% in every 10-GeV bin "
+        missed.append(f"response within {100 * tolerance:g}% in every 10-GeV bin "
                       f"({100 * worst_response:.2f} ± {100 * worst_error:.2f}%)")
     elif per_bin_missed:
         unresolved.append(
-            f"response within {100 * TARGET_RESPONSE:g}% in every 10-GeV bin: the "
+            f"response within {100 * tolerance:g}% in every 10-GeV bin: the "
             f"deviations (at most {100 * worst_response:.2f}%) are consistent with zero "
             f"(chi2 {chi2:.1f} for {len(rows)} bins, p = {chi2_p:.2f}), but with "
             f"{args.n:,} showers a side one bin's statistical error is "
-            f"±{100 * worst_error:.1f}%, so 1% is not resolved")
+            f"±{100 * worst_error:.1f}%, so {100 * tolerance:g}% is not resolved")
     if args.ms_batch_10000 is not None and args.ms_batch_10000 > TARGET_MS:
         missed.append(f"{TARGET_MS} ms per shower ({args.ms_batch_10000:.3f} ms)")
     n_params = sum(v.numel() for k, v in ckpt["model_state"].items()
                    if v.is_floating_point() and "gather" not in k and "scatter" not in k)
-    card["storage"] = f"float16 weights (float32 once loaded), {n_params / 1e6:.2f}M parameters"
+    card["storage"] = (f"{'float16 weights (float32 once loaded)' if half else 'float32 weights'}"
+                       f", {n_params / 1e6:.2f}M parameters")
     speed = ""
     if args.ms_batch_10000 is not None:
         speed = (f"- speed: {args.ms_batch_10000:.3f} ms per shower at batch 10,000"
@@ -327,7 +345,7 @@ Reproduce: `{card['evaluation_command']}`; speed: `{card['speed_command']}`.
 - Targets not yet met: {'; '.join(missed) if missed else 'none'}.
 {limits}- Energies outside {lo:g}-{hi:g} GeV are refused.
 """
-    save_pretrained(args.run, args.name, card, root=root, card_text=text, half=True)
+    save_pretrained(args.run, args.name, card, root=root, card_text=text, half=half)
     print(text)
 
 
