@@ -34,8 +34,9 @@ CPU-sized model (``configs/3dgan_clic51.yaml``) does not run wide filters on all
 cells; the networks may be restricted to a ``window`` centred on the grid (the first
 3DGAN's 25 x 25 image); the second upsampling may be a sub-pixel convolution
 (``gen_subpixel``, ICNR-initialised) or a resize-convolution with nearest or trilinear
-interpolation (``gen_upsample_mode``); generated batches reuse the real batch's
-conditions in a random order.
+interpolation (``gen_upsample_mode``); the image may be rescaled to a drawn ECAL sum
+(``response_normalisation``), so that the energy scale holds by construction; generated
+batches reuse the real batch's conditions in a random order.
 
 Any geometry works: layers of different shapes are padded (bottom/right) to the largest
 ``(rows, cols)``, generated cells outside a layer's grid are masked to zero and cropped
@@ -149,7 +150,7 @@ class Gan3DConfig(ModelConfig):
             latent component. The generator then learns the shower's shape only; the
             energy scale is exact by construction (as the per-layer normalisation of
             CaloFlow, Krause and Shih, arXiv:2106.05285, does for the layer energies).
-            Off in the paper; ``L_E`` is then constant.
+            Not in the paper (default off); with it ``L_E`` only sees the drawn spread.
     """
 
     latent_size: int = 256
