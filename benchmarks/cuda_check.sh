@@ -12,6 +12,7 @@
 # Each check prints PASS or FAIL with its wall time; a failing check prints the end of its
 # log (all logs stay in WORKDIR). The exit status is the number of failed checks.
 set -u
+case "${1:-}" in -h|--help) sed -n '2,15p' "$0"; exit 0 ;; esac
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-cuda_check}
 mkdir -p "$work" && cd "$work" || exit 1
@@ -43,7 +44,11 @@ yaml.safe_dump(cfg, open(dst, "w"))
 EOF
 }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+if [ "$dev" != cpu ]; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+    python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" 2>/dev/null ||
+        { echo "error: torch sees no CUDA device (DEVICE=cpu makes a dry run)"; exit 1; }
+fi
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 torch.cuda.is_available() and torch.cuda.get_device_name(0))" || exit 1
 

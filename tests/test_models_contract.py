@@ -154,9 +154,17 @@ def test_model_refuses_unsupported_conditions():
 def test_conditioning_range_check():
     c = Conditioning(energy=(1e3, 1e5))
     c.check(np.array([[1e3], [1e5]]))
-    c.check(np.array([[0.995e3]]))  # within the 1% tolerance of the range width
+    c.check(np.array([[0.995e3], [1.005e5]]))  # within 1% of each edge
+    # energies span decades: 1% of the width (1 GeV) would let 0.5 GeV through a 1-100 GeV
+    # model; the tolerance is relative to each edge
+    for outside in (0.5e3, 0.98e3, 1.02e5, 2e5):
+        with pytest.raises(CaloforgeError, match="outside the trained range"):
+            c.check(np.array([[outside]]))
+    # angles keep the tolerance of the range's width (60-120 degrees: 59.4-120.6)
+    a = Conditioning(names=("energy", "angle"), energy=(1e5, 2e5), angle=(60.9, 119.7))
+    a.check(np.array([[1.5e5, 60.5], [1.5e5, 120.2]]))
     with pytest.raises(CaloforgeError, match="outside the trained range"):
-        c.check(np.array([[2e5]]))
+        a.check(np.array([[1.5e5, 59.0]]))
     with pytest.raises(CaloforgeError, match="shape"):
         c.check(np.ones((3, 2)))
     assert Conditioning.from_dict(c.to_dict()) == c

@@ -43,8 +43,10 @@ class Conditioning:
         names: condition names in the geometry's order (``"energy"``, ``"angle"``).
         energy: ``(min, max)`` incident energy in MeV seen in training.
         angle: ``(min, max)`` polar angle in degrees, or ``None``.
-        tolerance: fraction of each range's width by which a request may exceed it
-            (sampling noise means a uniform 1-100 GeV training set spans 1.0004-99.998).
+        tolerance: fraction by which a request may exceed a trained range (sampling noise
+            means a uniform 1-100 GeV training set spans 1.0004-99.998): of each edge for
+            the energy, which spans decades (1-100 GeV: 0.99-101 GeV), of the range's
+            width for the angle.
     """
 
     names: tuple[str, ...] = ("energy",)
@@ -76,13 +78,17 @@ class Conditioning:
         slack = self.tolerance * (hi - lo)
         return lo - slack, hi + slack
 
+    def _energy_bounds(self) -> tuple[float, float]:
+        lo, hi = self.energy
+        return lo * (1.0 - self.tolerance), hi * (1.0 + self.tolerance)
+
     def check_energy(self, lo_mev: float, hi_mev: float) -> None:
         """Raise a :class:`CaloforgeError` if ``[lo, hi]`` MeV leaves the trained range.
 
         Raises:
             CaloforgeError: the range leaves the trained one (beyond the tolerance).
         """
-        a, b = self._bounds(*self.energy)
+        a, b = self._energy_bounds()
         if lo_mev < a or hi_mev > b:
             raise CaloforgeError(
                 f"energy {mev_to_gev(lo_mev):g}:{mev_to_gev(hi_mev):g} GeV is outside the trained "
