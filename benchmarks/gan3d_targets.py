@@ -27,14 +27,15 @@ CORE_FRACTION = 0.1
 
 
 def ecal_response(showers) -> tuple[np.ndarray, np.ndarray]:
-    """Per 10-GeV bin of primary energy: mean ECAL sum / E and its standard error."""
-    e = showers.incident_energy / 1e3
-    r = showers.total_energy() / showers.incident_energy
-    which = np.digitize(e, ENERGY_EDGES_GEV[1:-1])
-    means = np.array([r[which == k].mean() for k in range(len(ENERGY_EDGES_GEV) - 1)])
-    errors = np.array([r[which == k].std() / np.sqrt((which == k).sum())
-                       for k in range(len(ENERGY_EDGES_GEV) - 1)])
-    return means, errors
+    """Per 10-GeV bin of primary energy: mean ECAL sum / E and its standard error (nan in
+    an empty bin)."""
+    from caloforge.evaluate.observables import response_profile
+
+    profile = response_profile(showers.incident_energy / 1e3,
+                               showers.total_energy() / showers.incident_energy,
+                               ENERGY_EDGES_GEV)
+    return tuple(np.array([np.nan if v is None else v for v in profile[key]])
+                 for key in ("mean", "error"))
 
 
 def main() -> None:

@@ -468,8 +468,7 @@ class CaloGAN(GenerativeModel):
             images = self._generate(gen, self.draw_latent(n), energy, angle)
         finally:
             gen.train()
-        total = mev_to_gev(sum(x.sum(dim=(1, 2, 3)) for x in self._to_mev(images, energy)))
-        return self._energy_loss(total, energy)
+        return self._energy_loss(self._layer_energies_gev(images, energy).sum(dim=1), energy)
 
     def _generate(self, gen: nn.Module, latent: Tensor, energy_gev: Tensor,
                   angle: Tensor | None) -> list[Tensor]:
@@ -508,10 +507,14 @@ class CaloGAN(GenerativeModel):
                                               betas=betas),
         }
 
+    def _layer_energies_gev(self, images: list[Tensor], energy_gev: Tensor) -> Tensor:
+        """``(B, n_layers)`` energies in GeV of per-layer images in network units."""
+        mev = self._to_mev(images, energy_gev)
+        return mev_to_gev(torch.stack([x.sum(dim=(1, 2, 3)) for x in mev], dim=1))
+
     def _discriminate(self, images: list[Tensor], energy_gev: Tensor,
                       angle: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        mev = self._to_mev(images, energy_gev)
-        layer_energies = mev_to_gev(torch.stack([x.sum(dim=(1, 2, 3)) for x in mev], dim=1))
+        layer_energies = self._layer_energies_gev(images, energy_gev)
         logit, regression = self.module("discriminator")(images, layer_energies, energy_gev,
                                                          angle)
         return logit, regression, layer_energies.sum(dim=1)
