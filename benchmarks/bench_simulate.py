@@ -32,7 +32,8 @@ CASES = {
 }
 
 
-def bench(case: str, n: int | None, threads: int | None, repeat: int, write: bool) -> dict:
+def bench(case: str, n: int | None, threads: int | None, repeat: int, write: bool,
+          version: str | None = None) -> dict:
     from caloforge.simulate import simulate_to_file
     from caloforge.simulate.parametric import simulate_chunks
 
@@ -40,14 +41,14 @@ def bench(case: str, n: int | None, threads: int | None, repeat: int, write: boo
     n = n or default_n
     # Warm-up: imports, allocator, thread pool.
     for _ in simulate_chunks(geometry, particle, min(n, 2000), energy, angle, 0, 10_000,
-                             threads=threads):
+                             threads=threads, version=version):
         pass
     rates, cpu_rates = [], []
     for r in range(repeat):
         start, cpu_start = time.perf_counter(), time.process_time()
         count = 0
         for chunk in simulate_chunks(geometry, particle, n, energy, angle, r + 1, 10_000,
-                                     threads=threads):
+                                     threads=threads, version=version):
             count += len(chunk)
         rates.append(count / (time.perf_counter() - start))
         cpu_rates.append(count / (time.process_time() - cpu_start))
@@ -57,7 +58,8 @@ def bench(case: str, n: int | None, threads: int | None, repeat: int, write: boo
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             simulate_to_file(Path(tmp) / "bench.h5", geometry, particle, n, progress=False,
-                             energy_range=energy, angle_range=angle, seed=1)
+                             energy_range=energy, angle_range=angle, seed=1,
+                             version=version)
             result["to_file"] = n / (time.perf_counter() - start)
     return result
 
@@ -71,23 +73,27 @@ def main() -> None:
                         help="worker threads (default: usable cores, up to 4)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; best reported")
     parser.add_argument("--write", action="store_true", help="also time writing the file")
+    parser.add_argument("--simulator-version", action="append", default=None,
+                        help="version(s) to time, each case in turn (default: the newest)")
     args = parser.parse_args()
 
-    from caloforge.simulate.parametric import _threads
+    from caloforge.simulate.parametric import SIMULATOR_VERSION, _threads
 
     threads = args.threads or _threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"# parametric simulator, {threads} thread(s), {cores} usable core(s), "
           f"{platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.2f}")
-    header = f"{'case':<16} {'n':>7} {'best /s':>10} {'median /s':>10} {'/ CPU s':>9}"
+    header = (f"{'case':<16} {'version':<13} {'n':>7} {'best /s':>10} {'median /s':>10} "
+              f"{'/ CPU s':>9}")
     print(header + (f" {'to file /s':>11}" if args.write else ""))
     for case in args.case or list(CASES):
-        r = bench(case, args.n, threads, args.repeat, args.write)
-        line = (f"{r['case']:<16} {r['n']:>7} {r['best']:>10.0f} {r['median']:>10.0f} "
-                f"{r['per_cpu_second']:>9.0f}")
-        if args.write:
-            line += f" {r['to_file']:>11.0f}"
-        print(line, flush=True)
+        for version in args.simulator_version or [SIMULATOR_VERSION]:
+            r = bench(case, args.n, threads, args.repeat, args.write, version)
+            line = (f"{r['case']:<16} {version:<13} {r['n']:>7} {r['best']:>10.0f} "
+                    f"{r['median']:>10.0f} {r['per_cpu_second']:>9.0f}")
+            if args.write:
+                line += f" {r['to_file']:>11.0f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Not a unit test: the recipe behind every card in ``src/caloforge/pretrained/``. 
 
 1. stores the run under NAME (float16 weights unless ``--float32``, training-only states
    dropped),
-2. simulates N fresh parametric showers (reference seed, the geometry's energy range),
+2. simulates N fresh parametric showers (reference seed, the geometry's energy range, the
+   simulator version of the training file),
    generates N showers from the stored model, and runs ``caloforge evaluate`` on the two
    (every command printed, the same ones the card gives to reproduce it),
 3. measures the mean E_tot/E_inc of both samples in every 10-GeV bin,
@@ -177,9 +178,10 @@ def main() -> None:
     half = not args.float32
     save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=root, half=half)
     energy = f"{lo:g}:{hi:g}"
-    simulate = ["caloforge", "simulate", "-g", geometry, "--particle", args.particle, "-n",
-                str(args.n), "--energy", energy, "--seed", str(args.ref_seed), "-o", "ref.h5",
-                "-q"]
+    # fresh showers of the simulator version the model learned
+    simulate = ["caloforge", "simulate", "--simulator-version", sim_version, "-g", geometry,
+                "--particle", args.particle, "-n", str(args.n), "--energy", energy, "--seed",
+                str(args.ref_seed), "-o", "ref.h5", "-q"]
     generate = ["caloforge", "generate", args.name, "-n", str(args.n), "--energy", energy,
                 "--seed", str(args.gen_seed), "-o", "gen.h5", "-q"]
     evaluate = ["caloforge", "evaluate", "ref.h5", "gen.h5", "-o", "eval", "--no-plots", "-q"]
@@ -236,7 +238,8 @@ def main() -> None:
     auc_text = " / ".join(f"{figures[f'auc_{k}']:.3f}" for k in auc)
     train_cmd = (f"caloforge train {family} --data {Path(args.train_file).name} --out "
                  f"{args.run.name} --config {config} --num-threads 1")
-    sim_cmd = (f"caloforge simulate -g {geometry} --particle {args.particle} -n {n_train} "
+    sim_cmd = (f"caloforge simulate --simulator-version {sim_version} -g {geometry} "
+               f"--particle {args.particle} -n {n_train} "
                f"--energy {energy} --seed {train_seed} -o {Path(args.train_file).name}")
     seconds = args.train_seconds or ckpt["elapsed_s"]
     heading = (f"{metrics['n_generated']} generated vs {metrics['n_reference']} fresh "

@@ -5,6 +5,7 @@ Geant4 11.4 (electromagnetic physics, data-free models) showers in the CaloGAN c
 
     python benchmarks/simulator_vs_geant4.py                       # e+ and gamma, 20 000 each
     python benchmarks/simulator_vs_geant4.py --particle gamma -n 50000 --plots docs/figures
+    python benchmarks/simulator_vs_geant4.py --simulator-version parametric-2   # the one before
 
 Prints, for each particle and incident-energy bin (GeV), Geant4 against parametric:
 deposited fraction (grid only, and with the overflow) mean and spread, layer fractions,
@@ -29,12 +30,13 @@ THRESHOLDS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)  # MeV
 DECADES = np.logspace(-6, 5, 12)  # MeV
 
 
-def load(particle: str, n: int, seed: int, reference: Path):
+def load(particle: str, n: int, seed: int, reference: Path, version: str | None = None):
     from caloforge.data import read_showers
     from caloforge.simulate import simulate_showers
 
     g4 = read_showers(reference / f"geant4_em_{particle}.h5")
-    sim = simulate_showers("calogan", particle, n, energy_range=(1, 100), seed=seed)
+    sim = simulate_showers("calogan", particle, n, energy_range=(1, 100), seed=seed,
+                           version=version)
     return g4, sim
 
 
@@ -207,10 +209,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--reference", type=Path, default=REFERENCE)
     parser.add_argument("--plots", type=Path, default=None, help="folder for the figures")
+    parser.add_argument("--simulator-version", default=None,
+                        help="parametric simulator version (default: the newest)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     for particle in args.particle or ["eplus", "gamma"]:
-        g4, sim = load(particle, args.n, args.seed, args.reference)
+        g4, sim = load(particle, args.n, args.seed, args.reference, args.simulator_version)
         table(particle, g4, sim)
         if args.plots:
             plots(particle, g4, sim, args.plots)

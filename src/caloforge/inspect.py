@@ -86,7 +86,9 @@ def summary_text(path: str | Path, s: dict) -> str:
         f"geometry   {g.name} ({info['format']} format, {g.n_layers} layers, "
         f"{g.n_voxels} voxels)",
         f"particle   {meta.get('particle', 'unknown')}    generator "
-        f"{meta.get('generator', 'unknown')}    seed {meta.get('seed', '-')}",
+        f"{meta.get('generator', 'unknown')}"
+        + (f" ({meta['generator_version']})" if meta.get("generator_version") else "")
+        + f"    seed {meta.get('seed', '-')}",
         f"showers    {s['n']}",
         f"energy     {s['energy'][0]:.4g} to {s['energy'][1]:.4g} GeV (incident)",
     ]

@@ -143,10 +143,11 @@ def _pretrained_quickstart(root: Path, name: str, fast: bool, device: str, seed:
     t = time.perf_counter()
     echo(f"[1/3] simulating {plan['n_reference']} {particle} reference showers "
          f"({energy[0]:.3g}-{energy[1]:.3g} GeV) with the parametric simulator "
-         "(a GFlash-style parametrisation, not Geant4)")
+         f"{card.get('simulator_version') or ''} (a GFlash-style parametrisation, not Geant4)")
+    # against showers of the simulator version the model learned (its card says which)
     simulate_to_file(reference_file, card.get("geometry", "calogan"), particle,
                      plan["n_reference"], progress=progress, energy_range=energy,
-                     seed=seed + 1000)
+                     seed=seed + 1000, version=card.get("simulator_version"))
     timings["simulate"] = time.perf_counter() - t
 
     echo(f"[2/3] generating {plan['n_generated']} showers with {name} -> {generated_file}")

@@ -30,9 +30,13 @@ from caloforge.cli._options import OutputPath, RangeType, seed_option
               show_default=True,
               help="parametric: embedded GFlash-style simulator (fast, not Geant4); geant4: "
               "full simulation, needs pip install 'caloforge[geant4]' and Geant4 data.")
+@click.option("--simulator-version", "version", default=None, metavar="VERSION",
+              help="Calibration of the parametric engine: parametric-3 (the newest, "
+              "default) or parametric-2 (the one the shipped pretrained models learned; "
+              "their model cards say which). Written to the file as generator_version.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def simulate(geometry: str, particle: str, n: int, energy, angle, seed: int, output: str,
-             chunk_size: int, engine: str, quiet: bool) -> None:
+             chunk_size: int, engine: str, version: str | None, quiet: bool) -> None:
     """Simulate N reference showers into an HDF5 file.
 
     Energies are in GeV on the command line (voxels are written in MeV, the CaloGAN
@@ -43,6 +47,7 @@ def simulate(geometry: str, particle: str, n: int, energy, angle, seed: int, out
       caloforge simulate --particle eplus -n 100000 --energy 1:100 --seed 1 -o eplus.h5
       caloforge simulate -g atlas89 --particle gamma -n 10000 -o gamma.h5
       caloforge simulate -g clic51 --particle eminus -n 1000 --angle 60:120 -o ele.h5
+      caloforge simulate --particle eplus -n 50000 --simulator-version parametric-2 -o ref.h5
     """
     import importlib.util
     import time
@@ -63,13 +68,20 @@ def simulate(geometry: str, particle: str, n: int, energy, angle, seed: int, out
             "pip install 'caloforge[geant4]' (and the Geant4 data sets), or use "
             "--engine parametric"
         )
+    if engine == "parametric":
+        from caloforge.simulate.parametric import check_version
+
+        version = check_version(version)  # before the file is opened
+    elif version is not None:
+        raise CaloforgeError("--simulator-version is for the parametric engine")
     start = time.perf_counter()
     try:
         path = simulate_to_file(output, geometry, particle, n, progress=not quiet,
                                 energy_range=energy, angle_range=angle, seed=seed,
-                                chunk_size=chunk_size, engine=engine)
+                                chunk_size=chunk_size, engine=engine, version=version)
     except OSError as err:
         raise CaloforgeError(f"cannot write {output}: {err}") from None
     elapsed = time.perf_counter() - start
-    click.echo(f"wrote {n} {particle} showers ({engine}) to {path} in {elapsed:.1f} s "
+    label = f"{engine}, {version}" if version else engine
+    click.echo(f"wrote {n} {particle} showers ({label}) to {path} in {elapsed:.1f} s "
                f"({n / max(elapsed, 1e-9):.0f} showers/s)")

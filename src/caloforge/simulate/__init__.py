@@ -39,7 +39,8 @@ def check_range(name: str, value: tuple[float, float] | None, lo: float, hi: flo
 def simulate(geometry: Geometry | str, particle: str, n: int,
              energy_range: tuple[float, float] | None = None,
              angle_range: tuple[float, float] | None = None, seed: int = 0,
-             chunk_size: int = 10_000, engine: str = "parametric") -> Iterator[ShowerSet]:
+             chunk_size: int = 10_000, engine: str = "parametric",
+             version: str | None = None) -> Iterator[ShowerSet]:
     """Simulate ``n`` showers, yielded in chunks of at most ``chunk_size``.
 
     Args:
@@ -52,11 +53,18 @@ def simulate(geometry: Geometry | str, particle: str, n: int,
             ``chunk_size``.
         chunk_size: showers per yielded chunk.
         engine: ``"parametric"`` (default, embedded) or ``"geant4"`` (needs geant4-pybind).
+        version: the parametric engine's calibration, one of
+            :data:`caloforge.simulate.parametric.SIMULATOR_VERSIONS` (default: the newest;
+            an older one reproduces the showers a model card's figures were measured on).
 
     Yields:
         ShowerSet chunks in MeV, with ``meta`` holding particle, generator, seed and, for
         the parametric engine, ``generator_version`` (its calibration, e.g.
-        ``"parametric-2"``; written to files as an attribute).
+        ``"parametric-3"``; written to files as an attribute).
+
+    Raises:
+        CaloforgeError: unknown particle, engine or version, a bad range, ``n <= 0``, or
+            a version asked of the geant4 engine.
     """
     geometry = get_geometry(geometry)
     if particle not in geometry.particles:
@@ -86,12 +94,16 @@ def simulate(geometry: Geometry | str, particle: str, n: int,
     else:
         raise CaloforgeError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     meta = {"particle": particle, "generator": engine, "seed": int(seed)}
+    kwargs = {}
     if engine == "parametric":
-        from caloforge.simulate.parametric import SIMULATOR_VERSION
+        from caloforge.simulate.parametric import check_version
 
-        meta["generator_version"] = SIMULATOR_VERSION
+        kwargs["version"] = meta["generator_version"] = check_version(version)
+    elif version is not None:
+        raise CaloforgeError(f"a simulator version ({version}) is for the parametric engine, "
+                             f"not {engine}")
     for chunk in simulate_chunks(geometry, particle, n, energy_range, angle_range, seed,
-                                 chunk_size):
+                                 chunk_size, **kwargs):
         chunk.meta.update(meta)
         yield chunk
 

@@ -48,7 +48,8 @@ from functools import cache
 import numpy as np
 
 __all__ = ["Halo", "halo_fraction", "depth_flight", "laplace_cell_probabilities",
-           "halo_expectation", "compound_poisson"]
+           "gaussian_cell_probabilities", "exponential_disc_mixture", "halo_expectation",
+           "compound_poisson"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ class Halo:
         spread_power: the transverse spread grows as ``(E / 10 GeV)^spread_power`` with
             the shower energy ``E``: an empirical calibration (the photon spectrum of a
             higher-energy shower reaches further), not a published parametrisation.
+        radial: the transverse distribution of the photons' deposits is radially
+            symmetric, ``exp(-r / b)`` in the plane of the layer (isotropic flights do
+            not prefer the cell axes); ``False`` (the first halo): a product of two
+            Laplace distributions, whose equal-density lines are diamonds, so that it
+            fills the cells along the two axes through the core far more than the
+            diagonal ones.
     """
 
     near: float = 0.0
@@ -95,6 +102,7 @@ class Halo:
     mean_power: float = 0.0
     tail_share: float = 0.0
     tail_scale: float = 3.0
+    radial: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -131,9 +139,40 @@ def laplace_cell_probabilities(edges: np.ndarray, centre: np.ndarray, scale: np.
     return np.diff(cdf, axis=1)
 
 
+def gaussian_cell_probabilities(edges: np.ndarray, centre: np.ndarray, scale: np.ndarray
+                                ) -> np.ndarray:
+    """``(m, n_cells)`` probability of each cell between consecutive ``edges`` (mm) under
+    a normal distribution of per-shower ``centre`` and standard deviation ``scale``
+    (``(m,)``, mm)."""
+    from scipy.special import ndtr
+
+    return np.diff(ndtr((edges[None, :] - centre[:, None]) / scale[:, None]), axis=1)
+
+
+@cache
+def exponential_disc_mixture(n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """A radially symmetric density ``exp(-r / b)`` in a plane as a mixture of ``n``
+    isotropic two-dimensional normal distributions: their standard deviations per axis
+    in units of ``b`` and their weights (non-negative least squares on the radial
+    density, then normalised; the cumulative distribution agrees within 1.5 %).
+
+    A normal distribution in a plane is both radially symmetric and a product of one
+    normal per axis, so each component's expected count in a rectangular cell is a
+    product of two one-dimensional probabilities (:func:`gaussian_cell_probabilities`).
+    """
+    from scipy.optimize import nnls
+
+    r = np.linspace(0.0, 25.0, 2000)
+    sigma = np.geomspace(0.35, 5.0, n)
+    basis = np.stack([r / s**2 * np.exp(-0.5 * (r / s) ** 2) for s in sigma], axis=1)
+    weight, _ = nnls(basis, r * np.exp(-r))
+    keep = weight > 0
+    return sigma[keep], weight[keep] / weight[keep].sum()
+
+
 def halo_expectation(photons: np.ndarray, centre: np.ndarray, spread: np.ndarray,
                      grids: list[tuple[np.ndarray, np.ndarray]], tail_share: float = 0.0,
-                     tail_scale: float = 3.0) -> np.ndarray:
+                     tail_scale: float = 3.0, radial: bool = False) -> np.ndarray:
     """Mean number of halo photons in every cell.
 
     Args:
@@ -143,8 +182,11 @@ def halo_expectation(photons: np.ndarray, centre: np.ndarray, spread: np.ndarray
             and columns axes).
         spread: ``(m, n_layers, 2)`` its standard deviation along each axis (mm).
         grids: per layer, the cell edges in mm along rows and along columns.
-        tail_share, tail_scale: share and relative scale of a broader Laplace component
-            (the photons that scattered several times before depositing).
+        tail_share, tail_scale: share and relative scale of a broader component (the
+            photons that scattered several times before depositing).
+        radial: radially symmetric profile ``exp(-r / b)`` per component (see
+            :attr:`Halo.radial`) with ``3 b^2`` the variance per axis, instead of a
+            product of two Laplace distributions.
 
     Returns:
         ``(m, n_voxels + n_layers)``: the voxels in the geometry's flat order, then the
@@ -163,12 +205,41 @@ def halo_expectation(photons: np.ndarray, centre: np.ndarray, spread: np.ndarray
             p = (1.0 - w) * p + w * laplace_cell_probabilities(edges, c, k * b)
         return p
 
+    if radial:
+        return _radial_expectation(photons, centre, spread, grids, w, k)
     for i, (row_edges, col_edges) in enumerate(grids):
         p_rows = profile(row_edges, centre[:, i, 0], scale[:, i, 0])
         p_cols = profile(col_edges, centre[:, i, 1], scale[:, i, 1])
         mu = photons[:, i, None, None] * p_rows[:, :, None] * p_cols[:, None, :]
         parts.append(mu.reshape(m, -1))
         outside[:, i] = photons[:, i] * (1.0 - p_rows.sum(axis=1) * p_cols.sum(axis=1))
+    return np.concatenate([*parts, np.maximum(outside, 0.0)], axis=1)
+
+
+def _radial_expectation(photons: np.ndarray, centre: np.ndarray, spread: np.ndarray,
+                        grids: list[tuple[np.ndarray, np.ndarray]], tail_share: float,
+                        tail_scale: float) -> np.ndarray:
+    """:func:`halo_expectation` with the radially symmetric profile: per layer, a sum
+    over the components of :func:`exponential_disc_mixture` (and of its broader copy)
+    of the product of their per-axis cell probabilities."""
+    m, n_layers = photons.shape
+    sigma, weight = exponential_disc_mixture()
+    b = np.maximum(spread, 1.0) / np.sqrt(3.0)  # per-axis variance 3 b^2
+    components = [(s, (1.0 - tail_share) * wt) for s, wt in zip(sigma, weight, strict=True)]
+    if tail_share > 0:
+        components += [(tail_scale * s, tail_share * wt)
+                       for s, wt in zip(sigma, weight, strict=True)]
+    parts, outside = [], np.empty((m, n_layers))
+    for i, (row_edges, col_edges) in enumerate(grids):
+        mu = np.zeros((m, len(row_edges) - 1, len(col_edges) - 1))
+        inside = np.zeros(m)
+        for s, wt in components:
+            p_rows = gaussian_cell_probabilities(row_edges, centre[:, i, 0], s * b[:, i, 0])
+            p_cols = gaussian_cell_probabilities(col_edges, centre[:, i, 1], s * b[:, i, 1])
+            mu += wt * p_rows[:, :, None] * p_cols[:, None, :]
+            inside += wt * p_rows.sum(axis=1) * p_cols.sum(axis=1)
+        parts.append((photons[:, i, None, None] * mu).reshape(m, -1))
+        outside[:, i] = photons[:, i] * (1.0 - inside)
     return np.concatenate([*parts, np.maximum(outside, 0.0)], axis=1)
 
 

@@ -32,8 +32,8 @@ from caloforge.simulate._halo import Halo, halo_fraction
 from caloforge.simulate._materials import Material
 from caloforge.units import MEV_PER_GEV
 
-__all__ = ["PHOTON_CONVERSION_X0", "PHOTON_TMAX_SHIFT", "Spots", "em_showers", "hadron_showers",
-           "mip_tracks", "landau_factor"]
+__all__ = ["PHOTON_CONVERSION_X0", "PHOTON_TMAX_SHIFT", "Spots", "axis_walk_offsets",
+           "em_showers", "hadron_showers", "mip_tracks", "landau_factor"]
 
 # Mean depth (X0) of the first pair conversion of a photon: 9/7 X0 (the high-energy pair
 # production cross section 7 / (9 X0), PDG "Passage of particles through matter", 34.4.5).
@@ -117,7 +117,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
                depth_spread: float = 0.6, depth_uniform: float = 0.0,
                radius_spread: float = 1.6, t_max_shift: float = 0.0,
                halo: Halo | None = None, max_radius: float = 45.0,
-               fluctuation: float = 1.0, radial_power: float = 0.0) -> Spots:
+               fluctuation: float = 1.0, radial_power: float = 0.0,
+               axis_walk: float = 0.0) -> Spots:
     """Spots of electromagnetic showers (GFlash, homogeneous effective medium).
 
     Args:
@@ -147,6 +148,9 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
             published; a calibration of the energy dependence of the lateral width).
         halo: if given, each spot hands the share :func:`._halo.halo_fraction` of its
             energy (at its relative depth) to the soft-photon halo: ``Spots.halo``.
+        axis_walk: if > 0, the shower's transverse energy centroid wanders with depth (see
+            :func:`axis_walk_offsets`): variance per axis ``axis_walk / (E/GeV)`` mm^2 per
+            X0 of depth.
     """
     m = len(energy)
     shower = np.arange(m) if shower is None else shower
@@ -256,7 +260,11 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     weight = w_long * w_rad * landau_factor(rng, n, cell_width)
     energy_spot = _normalise(idx, weight, deposit)
     s = start.astype(f32)[idx] + t * f32(medium.radiation_length)
-    spots = Spots(shower[idx], s, r * np.cos(phi), r * np.sin(phi), energy_spot)
+    u, v = r * np.cos(phi), r * np.sin(phi)
+    if axis_walk > 0:
+        du, dv = axis_walk_offsets(rng, idx, t, axis_walk / e_gev)
+        u, v = u + du, v + dv
+    spots = Spots(shower[idx], s, u, v, energy_spot)
     if halo is not None and halo.enabled:
         spots.halo = energy_spot * halo_fraction(halo, tau)
         spots.energy = energy_spot - spots.halo
@@ -264,6 +272,35 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
                           "alpha": alpha, "beta": beta, "tau_scale": tau_scale,
                           "energy": np.asarray(energy, dtype=np.float64)}
     return spots
+
+
+def axis_walk_offsets(rng: np.random.Generator, idx: np.ndarray, t: np.ndarray,
+                      variance: np.ndarray, n_steps: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Transverse displacement (mm, two ``(n,)`` float32 arrays) of spots at depth ``t``
+    (X0 from their shower's start) of shower ``idx``, on a random walk of the shower's
+    energy centroid: a Brownian path per shower and axis, starting on the axis, with
+    ``variance[shower]`` mm^2 per X0 (linear between whole X0, constant after
+    ``n_steps``).
+
+    The charged particles that carry the energy at a given depth descend from a few
+    early, hard ones, each deflected by multiple scattering and by the opening angles of
+    bremsstrahlung and pair production; the energy centroid of a full simulation's
+    shower therefore wanders away from the incident axis as the shower develops, by an
+    amount that falls as one over the square root of the shower energy (the number of
+    particles grows with it) and is correlated between depths. A path whose variance
+    grows linearly with depth is the simplest such model: the correlation between the
+    centroids at depths t1 < t2 is sqrt(t1 / t2).
+    """
+    f32 = np.float32
+    m = len(variance)
+    steps = rng.standard_normal((2, m, n_steps), dtype=f32)
+    steps *= np.sqrt(np.asarray(variance, dtype=f32))[None, :, None]
+    path = np.concatenate([np.zeros((2, m, 1), dtype=f32), np.cumsum(steps, axis=2)], axis=2)
+    tc = np.clip(t, f32(0.0), f32(n_steps - 1e-3))
+    j = tc.astype(np.int64)
+    frac = tc - j.astype(f32)
+    out = path[:, idx, j] * (f32(1.0) - frac) + path[:, idx, j + 1] * frac
+    return out[0], out[1]
 
 
 def mip_tracks(rng: np.random.Generator, length: np.ndarray, medium: Material,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -45,14 +45,18 @@ from caloforge.simulate._showers import (
 )
 from caloforge.units import MEV_PER_GEV
 
-__all__ = ["SIMULATOR_VERSION", "Calorimeter", "calorimeter", "simulate_chunks",
-           "simulate_block"]
+__all__ = ["SIMULATOR_VERSION", "SIMULATOR_VERSIONS", "Calorimeter", "check_version",
+           "calorimeter", "simulate_chunks", "simulate_block"]
 
 # Written to every file as ``generator_version``, so that a model card can say which
-# showers a model learned. 2: the soft-photon halo and the calibration on Geant4 11.4
-# (electromagnetic physics, data-free models) showers; 1 (files without the attribute):
-# the first GFlash-style version.
-SIMULATOR_VERSION = "parametric-2"
+# showers a model learned; every version stays selectable (``version=``), so that a
+# model's figures can be reproduced against the showers it learned. 3: radially
+# symmetric halo, the wandering shower centroid, denser spots (calibrated on the
+# Geant4 11.4 showers' high-level features); 2: the soft-photon halo and the calibration
+# on Geant4 11.4 (electromagnetic physics, data-free models) showers; 1 (files without
+# the attribute, no longer available): the first GFlash-style version.
+SIMULATOR_VERSIONS = ("parametric-2", "parametric-3")
+SIMULATOR_VERSION = SIMULATOR_VERSIONS[-1]
 
 # Largest chunk handed out, in voxel values (float32): 32 M values = 128 MB.
 _MAX_CHUNK_VALUES = 32 * 1024 * 1024
@@ -89,6 +93,9 @@ class Calorimeter:
         constant_term: its constant term, added in quadrature.
         loss: mean fraction of the energy escaping backwards (albedo).
         halo: the soft-photon halo of EM showers (see :mod:`._halo`).
+        axis_walk: the wandering of an EM shower's energy centroid with depth (see
+            :func:`._showers.axis_walk_offsets`): variance per axis in Moliere radii
+            squared per X0 of depth, at 1 GeV (it falls as 1 / E); 0: none.
         block_size: showers per random stream (fixes reproducibility; do not change).
     """
 
@@ -113,6 +120,7 @@ class Calorimeter:
     loss: float = 0.008
     constant_term: float = 0.002
     halo: Halo = Halo()
+    axis_walk: float = 0.0
     block_size: int = 1000
 
     @property
@@ -141,6 +149,37 @@ def _cell_edges(cal: Calorimeter) -> list[tuple[np.ndarray, np.ndarray]]:
 EM_HALO = Halo(near=0.053, far=0.44, depth=1.5, length_scale=1.5, soft_share=0.54,
                soft_length=0.29, shape=2.0, mean_mev=0.75, core_mm=13.0, spread_power=0.02,
                tail_share=0.2, tail_scale=2.0)
+
+# parametric-3: what a classifier saw first in parametric-2 against the same Geant4
+# showers, calibrated away on their high-level features per energy bin (calogan e+; the
+# same physics in every geometry, lengths scaled by each medium's):
+# - the halo's transverse profile is radially symmetric (isotropic flights): the
+#   product of two Laplace distributions filled the far cells along the axes through
+#   the core about twice as often as Geant4, and the far diagonal ones a third as often;
+# - its broad tail is narrower (1.5 instead of 2 times the spread, 17 % of the halo):
+#   parametric-2 put 0.2 % of the energy beyond +-240 mm (Geant4: 0.09 %), so the deposit
+#   in the grid was 0.13 % low and layer 1 too wide;
+# - the shower's energy centroid wanders with depth (a random walk whose variance falls
+#   as 1 / E, :func:`._showers.axis_walk_offsets`): Geant4's centroid in layer 1 moves
+#   2.5 times as far from shower to shower as parametric-2's, which had only the spots'
+#   sampling noise (0.59 mm^2 per X0 at 1 GeV in calogan, from the spread of the
+#   layer-1 centroid and of E_ratio);
+# - three times as many spots per GeV, the GFlash radial tail cut at 4.25 instead of 5
+#   radii: fewer, larger spots far out made the layer-1 width fluctuate twice as much
+#   as Geant4's;
+# - on calogan, 0.04 % more energy lost (the grid now holds what the halo's tail lost).
+EM_HALO_3 = replace(EM_HALO, radial=True, length_scale=1.33, core_mm=15.0, soft_share=0.53,
+                    tail_share=0.17, tail_scale=1.5)
+EM_AXIS_WALK_3 = 0.59 / 35.4**2  # Moliere radii^2 per X0 at 1 GeV (calogan: R_M = 35.4 mm)
+
+
+def _parametric_3(cal: Calorimeter) -> Calorimeter:
+    """The parametric-3 calibration of a geometry's parametric-2 description."""
+    dense = cal.geometry.name != "clic51"  # clic51 already has 400 spots per GeV
+    loss = cal.loss + 0.0004 if cal.geometry.name == "calogan" else cal.loss
+    return replace(cal, halo=EM_HALO_3, axis_walk=EM_AXIS_WALK_3,
+                   spots_per_gev=cal.spots_per_gev * (3.0 if dense else 1.0),
+                   max_radius=min(cal.max_radius, 4.25), loss=loss)
 
 
 def _calogan(geometry: Geometry) -> Calorimeter:
@@ -199,21 +238,43 @@ def _clic51(geometry: Geometry) -> Calorimeter:
 _BUILDERS = {"calogan": _calogan, "atlas89": _atlas89, "clic51": _clic51}
 
 
+def check_version(version: str | None) -> str:
+    """The simulator version to use (``None``: the newest); a CaloforgeError naming the
+    known ones if ``version`` is not one of them."""
+    if version is None:
+        return SIMULATOR_VERSION
+    if version not in SIMULATOR_VERSIONS:
+        raise CaloforgeError(f"unknown parametric simulator version {version!r}; choose from "
+                             f"{', '.join(SIMULATOR_VERSIONS)}")
+    return version
+
+
 @cache
-def _calorimeter_by_name(name: str) -> Calorimeter:
+def _calorimeter_by_name(name: str, version: str) -> Calorimeter:
     geometry = get_geometry(name)
     try:
-        return _BUILDERS[name](geometry)
+        cal = _BUILDERS[name](geometry)
     except KeyError:
         known = ", ".join(sorted(_BUILDERS))
         raise CaloforgeError(
             f"the parametric simulator has no model of geometry {name!r}; it knows {known}"
         ) from None
+    if version == "parametric-3":
+        cal = _parametric_3(cal)
+    return cal
 
 
-def calorimeter(geometry: Geometry | str) -> Calorimeter:
-    """The parametric simulator's description of a geometry."""
-    return _calorimeter_by_name(get_geometry(geometry).name)
+def calorimeter(geometry: Geometry | str, version: str | None = None) -> Calorimeter:
+    """The parametric simulator's description of a geometry.
+
+    Args:
+        geometry: geometry or its name.
+        version: calibration, one of :data:`SIMULATOR_VERSIONS` (default: the newest).
+
+    Raises:
+        CaloforgeError: unknown geometry or version.
+    """
+    return _calorimeter_by_name(get_geometry(geometry).name, check_version(version))
 
 
 def _bin(cal: Calorimeter, m: int, spots: Spots, angle: np.ndarray | None,
@@ -324,13 +385,14 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
         else:
             start = np.zeros(m)
         deposit = energy * (1.0 - _em_losses(cal, e_gev, rng))
+        walk = cal.axis_walk * medium.moliere_radius**2
         spots = em_showers(rng, energy, start, medium, cal.spots_per_gev, cal.spots_power,
                            deposit=deposit, depth=cal.depth / _min_sin(angle),
                            depth_spread=cal.depth_spread, depth_uniform=cal.depth_uniform,
                            radius_spread=cal.radius_spread, t_max_shift=t_max_shift,
                            halo=cal.halo, max_radius=cal.max_radius,
                            cell_width=cal.cell_width, fluctuation=cal.fluctuation,
-                           radial_power=cal.radial_power)
+                           radial_power=cal.radial_power, axis_walk=walk)
     elif particle in ("piplus", "piminus"):
         spots, _ = hadron_showers(rng, energy, medium, cal.depth / _min_sin(angle),
                                   spots_per_gev=cal.spots_per_gev,
@@ -420,7 +482,8 @@ def _halo(cal: Calorimeter, rng: np.random.Generator, m: int, spots: Spots,
         spread[k, :, 1] = grow * np.sqrt(travel + halo.core_mm**2)
         centre += offset[:, None, :]
         mean = mean + halo_expectation(energy / photon_mev[:, None], centre, spread,
-                                       cal.cell_edges, halo.tail_share, halo.tail_scale)
+                                       cal.cell_edges, halo.tail_share, halo.tail_scale,
+                                       halo.radial)
     deposits = compound_poisson(rng, halo, mean, photon_mev)
     n_voxels = cal.geometry.n_voxels
     return deposits[:, :n_voxels], deposits[:, n_voxels:], inside
@@ -497,8 +560,8 @@ def _threads() -> int:
 def simulate_chunks(geometry: Geometry | str, particle: str, n: int,
                     energy_range: tuple[float, float] | None = None,
                     angle_range: tuple[float, float] | None = None, seed: int = 0,
-                    chunk_size: int = 10_000, threads: int | None = None
-                    ) -> Iterator[ShowerSet]:
+                    chunk_size: int = 10_000, threads: int | None = None,
+                    version: str | None = None) -> Iterator[ShowerSet]:
     """Simulate ``n`` showers with the parametric engine, in chunks.
 
     Args:
@@ -515,11 +578,17 @@ def simulate_chunks(geometry: Geometry | str, particle: str, n: int,
         chunk_size: at most this many showers per chunk (also capped at ~128 MB).
         threads: worker threads (default: ``$CALOFORGE_THREADS`` or the usable cores, up
             to 4).
+        version: the simulator's calibration, one of :data:`SIMULATOR_VERSIONS` (default:
+            the newest); written to ``meta["generator_version"]``.
 
     Yields:
         ShowerSet chunks (MeV) with ``meta["generator"] = "parametric"``.
+
+    Raises:
+        CaloforgeError: unknown geometry, particle or version.
     """
-    cal = calorimeter(geometry)
+    version = check_version(version)
+    cal = calorimeter(geometry, version)
     if particle not in cal.geometry.particles:
         raise CaloforgeError(
             f"unknown particle {particle!r} for geometry {cal.geometry.name!r}; "
@@ -536,7 +605,7 @@ def simulate_chunks(geometry: Geometry | str, particle: str, n: int,
     sizes = [min(cal.block_size, n - lo) for lo in range(0, n, cal.block_size)]
     threads = threads or _threads()
     meta = {"particle": particle, "generator": "parametric",
-            "generator_version": SIMULATOR_VERSION, "seed": int(seed)}
+            "generator_version": version, "seed": int(seed)}
 
     def blocks() -> Iterator[ShowerSet]:
         args = [(cal, particle, m, energy_range, angle_range, seed, i)

@@ -1,0 +1,143 @@
+"""The parametric simulator's versions: each stays selectable and reproducible.
+
+A model card says which version a model learned (``simulator_version``); its figures can
+only be reproduced against showers of that version, so an older calibration must keep
+giving the same showers after a newer one is added.
+"""
+
+import h5py
+import numpy as np
+import pytest
+
+from caloforge.cli.main import main
+from caloforge.errors import CaloforgeError
+from caloforge.geometry import get_geometry
+from caloforge.simulate import simulate_showers
+from caloforge.simulate._halo import (
+    exponential_disc_mixture,
+    gaussian_cell_probabilities,
+    halo_expectation,
+)
+from caloforge.simulate._showers import axis_walk_offsets
+from caloforge.simulate.parametric import SIMULATOR_VERSION, SIMULATOR_VERSIONS, calorimeter
+
+# Energy per layer (MeV) of the first four showers of seed 7, written by parametric-2 as
+# it was committed before parametric-3 existed (commit 578c647): calogan 1-100 GeV and the
+# geometries' default ranges.
+PARAMETRIC_2 = {
+    ("calogan", "eplus"): [[9801.14, 69537.95, 83.84], [2649.91, 3569.85, 0.0],
+                           [11008.4, 48192.7, 84.37], [7542.2, 79020.5, 134.43]],
+    ("calogan", "gamma"): [[1243.19, 78224.5, 88.68], [1601.75, 4611.63, 2.49],
+                           [9186.84, 50065.23, 23.26], [46.75, 85759.23, 684.41]],
+    ("calogan", "piplus"): [[33.85, 191.38, 24.32], [42.64, 1324.38, 51.32],
+                            [60.73, 26783.52, 348.84], [55.78, 255.17, 16.59]],
+    ("atlas89", "gamma"): [[4.14, 5787.5, 70344.56, 908.96], [17.04, 4496.68, 9548.34, 26.94],
+                           [136.35, 11294.56, 48345.82, 338.47],
+                           [0.87, 483.62, 79898.41, 1660.6]],
+}
+
+
+def _layer_sums(showers):
+    return np.stack([layer.reshape(len(showers), -1).sum(axis=1) for layer in showers.layers],
+                    axis=1)
+
+
+@pytest.mark.parametrize("geometry,particle", list(PARAMETRIC_2))
+def test_parametric_2_gives_the_showers_it_always_gave(geometry, particle):
+    energy = (1.0, 100.0) if geometry == "calogan" else None
+    showers = simulate_showers(geometry, particle, 4, energy_range=energy, seed=7,
+                               version="parametric-2")
+    assert showers.meta["generator_version"] == "parametric-2"
+    np.testing.assert_allclose(_layer_sums(showers), PARAMETRIC_2[geometry, particle],
+                               rtol=1e-5, atol=0.01)
+
+
+def test_the_default_is_the_newest_version_and_it_differs():
+    assert SIMULATOR_VERSION == SIMULATOR_VERSIONS[-1] == "parametric-3"
+    new = simulate_showers("calogan", "eplus", 4, energy_range=(1.0, 100.0), seed=7)
+    assert new.meta["generator_version"] == "parametric-3"
+    assert not np.allclose(_layer_sums(new), PARAMETRIC_2["calogan", "eplus"], rtol=1e-3)
+    # the same incident energies: the version changes the showers, not the sampling
+    old = simulate_showers("calogan", "eplus", 4, energy_range=(1.0, 100.0), seed=7,
+                           version="parametric-2")
+    np.testing.assert_array_equal(new.incident_energy, old.incident_energy)
+
+
+def test_unknown_version_is_refused_in_one_line():
+    with pytest.raises(CaloforgeError, match="parametric-2, parametric-3"):
+        simulate_showers("calogan", "eplus", 2, version="parametric-9")
+    with pytest.raises(CaloforgeError, match="unknown parametric simulator version"):
+        calorimeter("calogan", "3")
+    with pytest.raises(CaloforgeError, match="parametric engine"):
+        simulate_showers("calogan", "eplus", 2, engine="geant4", version="parametric-2")
+
+
+def test_cli_writes_the_chosen_version(tmp_path, capsys):
+    out = tmp_path / "old.h5"
+    try:
+        main(["simulate", "-p", "gamma", "-n", "5", "--simulator-version", "parametric-2",
+              "-o", str(out), "-q"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    assert "(parametric, parametric-2)" in capsys.readouterr().out
+    with h5py.File(out, "r") as f:
+        assert f.attrs["generator_version"] == "parametric-2"
+    bad = tmp_path / "bad.h5"
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "-p", "gamma", "-n", "5", "--simulator-version", "nope",
+              "-o", str(bad)])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "parametric-2, parametric-3" in err and len(err.strip().splitlines()) == 1
+    assert not bad.exists()
+
+
+def test_exponential_disc_mixture_matches_its_radial_distribution():
+    sigma, weight = exponential_disc_mixture()
+    assert np.all(weight > 0) and np.isclose(weight.sum(), 1.0)
+    r = np.linspace(0.0, 12.0, 601)
+    # P(radius < r) of exp(-r) in a plane: 1 - (1 + r) exp(-r); of an isotropic normal of
+    # standard deviation s per axis: 1 - exp(-r^2 / 2 s^2).
+    mixture = sum(w * (1.0 - np.exp(-0.5 * (r / s) ** 2))
+                  for s, w in zip(sigma, weight, strict=True))
+    np.testing.assert_allclose(mixture, 1.0 - (1.0 + r) * np.exp(-r), atol=0.015)
+    edges = np.array([-np.inf, 0.0, np.inf])
+    p = gaussian_cell_probabilities(edges, np.array([0.0]), np.array([2.0]))
+    np.testing.assert_allclose(p, [[0.5, 0.5]])
+
+
+def test_radial_halo_fills_diagonal_and_axis_cells_alike():
+    # One shower's halo photons centred on a 21 x 21 grid of 10 mm cells: the cell 70 mm
+    # out on an axis and the one 70 mm out on the diagonal (49.5 mm per axis, nearest
+    # cell centre 50 mm): radially symmetric, they expect the same number of photons
+    # within the cells' discretisation; the product of two Laplace distributions gives
+    # the axis cell far more.
+    edges = (np.arange(22) - 10.5) * 10.0
+    args = (np.array([[1e6]]), np.zeros((1, 1, 2)), np.full((1, 1, 2), 30.0),
+            [(edges, edges)])
+    for radial, low, high in ((True, 0.85, 1.2), (False, 1.5, 10.0)):
+        mu = halo_expectation(*args, radial=radial)[0, :-1].reshape(21, 21)
+        ratio = mu[10 + 7, 10] / mu[10 + 5, 10 + 5]
+        assert low < ratio < high, (radial, ratio)
+        assert np.isclose(halo_expectation(*args, radial=radial).sum(), 1e6)
+
+
+def test_axis_walk_is_a_random_walk_in_depth():
+    rng = np.random.default_rng(3)
+    m = 20_000
+    idx = np.concatenate([np.arange(m), np.arange(m)])
+    t = np.concatenate([np.full(m, 4.0), np.full(m, 16.0)]).astype(np.float32)
+    du, dv = axis_walk_offsets(rng, idx, t, np.full(m, 0.5))
+    near, far = du[:m], du[m:]
+    assert abs(near.var() / (0.5 * 4.0) - 1.0) < 0.05  # variance grows linearly with depth
+    assert abs(far.var() / (0.5 * 16.0) - 1.0) < 0.05
+    assert abs(np.corrcoef(near, far)[0, 1] - 0.5) < 0.03  # sqrt(4 / 16)
+    assert abs(np.corrcoef(du[m:], dv[m:])[0, 1]) < 0.03  # the two axes are independent
+
+
+def test_parametric_3_walk_and_halo_in_every_geometry():
+    for name in ("calogan", "atlas89", "clic51"):
+        cal = calorimeter(get_geometry(name))
+        assert cal.halo.radial and cal.axis_walk > 0
+        old = calorimeter(name, "parametric-2")
+        assert not old.halo.radial and old.axis_walk == 0
