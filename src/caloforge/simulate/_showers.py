@@ -295,12 +295,15 @@ def axis_walk_offsets(rng: np.random.Generator, idx: np.ndarray, t: np.ndarray,
     m = len(variance)
     steps = rng.standard_normal((2, m, n_steps), dtype=f32)
     steps *= np.sqrt(np.asarray(variance, dtype=f32))[None, :, None]
-    path = np.concatenate([np.zeros((2, m, 1), dtype=f32), np.cumsum(steps, axis=2)], axis=2)
-    tc = np.clip(t, f32(0.0), f32(n_steps - 1e-3))
-    j = tc.astype(np.int64)
-    frac = tc - j.astype(f32)
-    out = path[:, idx, j] * (f32(1.0) - frac) + path[:, idx, j + 1] * frac
-    return out[0], out[1]
+    # where the path is at the start of each X0, then the step it takes in it
+    start = np.cumsum(steps, axis=2) - steps
+    tc = np.minimum(t, f32(n_steps - 1e-3))
+    j = tc.astype(np.int32)
+    frac = tc - j
+    flat = idx * n_steps + j  # one gather index per spot, shared by both axes
+    start, steps = start.reshape(2, -1), steps.reshape(2, -1)
+    return (start[0].take(flat) + frac * steps[0].take(flat),
+            start[1].take(flat) + frac * steps[1].take(flat))
 
 
 def mip_tracks(rng: np.random.Generator, length: np.ndarray, medium: Material,
