@@ -201,6 +201,26 @@ def plots(particle: str, g4, sim, outdir: Path) -> None:
     fig.savefig(outdir / f"sim_vs_geant4_{particle}_shapes.png", dpi=80)
     plt.close(fig)
 
+    # Layer-1 occupancy map of 10-100 GeV showers (how often each cell is hit above the
+    # evaluation's 1 keV): the halo's transverse shape, which a diamond-shaped profile
+    # gets wrong along the axes through the core.
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    maps = []
+    for s in (g4, sim):
+        e = s.incident_energy / 1000.0
+        image = s.layers[1][e >= 10.0]
+        maps.append((image > 1e-3).mean(axis=0))
+    for ax, m, title in ((axes[0], maps[0], "Geant4 11.4 EM"), (axes[1], maps[1], "parametric")):
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        ax.set_title(f"{title}: layer-1 cells hit, 10-100 GeV", fontsize=9)
+        fig.colorbar(im, ax=ax)
+    im = axes[2].imshow(maps[1] / np.maximum(maps[0], 1e-3), vmin=0.5, vmax=1.5, cmap="coolwarm")
+    axes[2].set_title("parametric / Geant4", fontsize=9)
+    fig.colorbar(im, ax=axes[2])
+    fig.tight_layout()
+    fig.savefig(outdir / f"sim_vs_geant4_{particle}_occupancy.png", dpi=80)
+    plt.close(fig)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
