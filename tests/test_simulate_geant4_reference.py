@@ -189,7 +189,7 @@ def test_energy_beyond_the_grid(particle, version):
 
 
 @pytest.mark.parametrize("version", _versions("a diamond-shaped halo: far cells on the axes "
-                                              "through the core hit 30% more often"))
+                                              "through the core hit 27% more often"))
 @pytest.mark.parametrize("particle", PARTICLES)
 def test_halo_is_radially_symmetric(particle, version):
     # Layer-1 cells 190-235 mm from the axis, on the axes through the core and off them:
