@@ -77,7 +77,13 @@ def main() -> None:
                         help="version(s) to time, each case in turn (default: the newest)")
     args = parser.parse_args()
 
-    from caloforge.simulate.parametric import SIMULATOR_VERSION, _threads
+    from caloforge.simulate.parametric import SIMULATOR_VERSION, _threads, check_version
+
+    for version in args.simulator_version or []:
+        try:
+            check_version(version)
+        except Exception as err:  # one line, no traceback
+            raise SystemExit(f"error: {err}") from None
 
     threads = args.threads or _threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -163,7 +163,7 @@ def _versions(gap):
             for v in SIMULATOR_VERSIONS]
 
 
-@pytest.mark.parametrize("version", _versions("the layer-1 width fluctuates 1.3-1.6 times "
+@pytest.mark.parametrize("version", _versions("the layer-1 width fluctuates up to 1.7 times "
                                               "as much as in Geant4"))
 @pytest.mark.parametrize("particle", PARTICLES)
 def test_layer1_width_fluctuates_like_geant4(particle, version):

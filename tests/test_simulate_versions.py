@@ -141,3 +141,34 @@ def test_parametric_3_walk_and_halo_in_every_geometry():
         assert cal.halo.radial and cal.axis_walk > 0
         old = calorimeter(name, "parametric-2")
         assert not old.halo.radial and old.axis_walk == 0
+
+
+def test_evaluate_names_the_versions_and_warns_on_a_mismatch(tmp_path):
+    from caloforge.data import write_showers
+    from caloforge.evaluate import evaluate_files
+
+    ref = simulate_showers("calogan", "eplus", 60, energy_range=(10.0, 50.0), seed=1)
+    gen = simulate_showers("calogan", "eplus", 60, energy_range=(10.0, 50.0), seed=2,
+                           version="parametric-2")
+    write_showers(tmp_path / "ref.h5", ref, ref.meta)
+    # a model's output names the version its training data came from
+    write_showers(tmp_path / "gen.h5", gen, {**gen.meta, "generator": "coupling-flow",
+                                              "training_generator_version": "parametric-2"})
+    metrics = evaluate_files(tmp_path / "ref.h5", tmp_path / "gen.h5", tmp_path / "ev",
+                             classifier=False, distances=False, plots=False, progress=False)
+    assert metrics["reference"]["generator_version"] == "parametric-3"
+    assert "parametric-3" in metrics["reference"]["generator_label"]
+    assert metrics["generated"]["training_generator_version"] == "parametric-2"
+    assert any("--simulator-version parametric-2" in w for w in metrics["warnings"])
+
+
+def test_outputs_that_are_not_regular_files_are_refused(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "-p", "eplus", "-n", "2", "-o", str(fifo)])
+    assert exit_.value.code == 1
+    assert "not a regular file" in capsys.readouterr().err
+    assert fifo.is_fifo()

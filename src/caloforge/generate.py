@@ -101,8 +101,11 @@ def generate(model: GenerativeModel, n: int, energy_range: tuple[float, float] |
     meta = {"particle": model.run_info.get("particle") or "unknown",
             "generator": model.family, "seed": int(seed),
             "model_step": int(model.run_info.get("step") or 0)}
+    data = model.run_info.get("data") or {}
+    if data.get("generator_version"):  # the simulator version the model learned
+        meta["training_generator_version"] = str(data["generator_version"])
     if threshold_mev is None:
-        threshold_mev = (model.run_info.get("data") or {}).get("threshold_MeV")
+        threshold_mev = data.get("threshold_MeV")
     if threshold_mev is not None:
         meta["threshold_MeV"] = float(threshold_mev)
     model.eval()
@@ -129,8 +132,10 @@ def generate_to_file(rundir: str | Path, path: str | Path, n: int,
     The file has the training data's layout (the geometry's format) with the attributes
     ``generator`` (model family), ``particle``, ``seed``, ``model_step`` and ``run``, and
     ``sampler`` for models with several samplers (the one used; ``sampler=None`` picks
-    the model's default), and ``threshold_MeV`` when a readout threshold was applied (see
-    :func:`generate`). Returns the path written.
+    the model's default), ``threshold_MeV`` when a readout threshold was applied (see
+    :func:`generate`) and ``training_generator_version`` when the training data named its
+    simulator version (``caloforge evaluate`` warns when the reference is another one).
+    Returns the path written.
 
     Raises:
         CaloforgeError: no such run or pretrained model, a sampler the model does not have or

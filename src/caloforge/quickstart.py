@@ -85,9 +85,11 @@ def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | N
     progress = not fast
 
     t = time.perf_counter()
+    from caloforge.simulate.parametric import SIMULATOR_VERSION
+
     echo(f"[1/4] simulating {plan['n_train']} + {plan['n_reference']} {PARTICLE} showers "
          f"({ENERGY_GEV[0]:g}-{ENERGY_GEV[1]:g} GeV) with the parametric simulator "
-         "(a GFlash-style parametrisation, not Geant4)")
+         f"{SIMULATOR_VERSION} (a GFlash-style parametrisation, not Geant4)")
     simulate_to_file(train_file, "calogan", PARTICLE, plan["n_train"], progress=progress,
                      energy_range=ENERGY_GEV, seed=seed + 1)
     simulate_to_file(reference_file, "calogan", PARTICLE, plan["n_reference"],
@@ -121,10 +123,16 @@ def _pretrained_quickstart(root: Path, name: str, fast: bool, device: str, seed:
     from caloforge.errors import CaloforgeError
     from caloforge.pretrained import load_pretrained, model_card
     from caloforge.simulate import simulate_to_file
+    from caloforge.simulate.parametric import check_version
     from caloforge.units import mev_to_gev
 
     plan = PRETRAINED_FAST if fast else PRETRAINED_FULL
     card = model_card(name)  # an unknown name lists the installed ones
+    # the reference is simulated with the version the model learned (its card says which)
+    try:
+        version = check_version(card.get("simulator_version"))
+    except CaloforgeError as err:
+        raise CaloforgeError(f"model card of {name}: {err}") from None
     # the model's trained energy range (the shipped models: 1-100 GeV)
     energy = tuple(mev_to_gev(e) for e in load_pretrained(name).conditioning.energy)
     particle = card.get("particle") or PARTICLE
@@ -143,11 +151,10 @@ def _pretrained_quickstart(root: Path, name: str, fast: bool, device: str, seed:
     t = time.perf_counter()
     echo(f"[1/3] simulating {plan['n_reference']} {particle} reference showers "
          f"({energy[0]:.3g}-{energy[1]:.3g} GeV) with the parametric simulator "
-         f"{card.get('simulator_version') or ''} (a GFlash-style parametrisation, not Geant4)")
-    # against showers of the simulator version the model learned (its card says which)
+         f"{version} (a GFlash-style parametrisation, not Geant4)")
     simulate_to_file(reference_file, card.get("geometry", "calogan"), particle,
                      plan["n_reference"], progress=progress, energy_range=energy,
-                     seed=seed + 1000, version=card.get("simulator_version"))
+                     seed=seed + 1000, version=version)
     timings["simulate"] = time.perf_counter() - t
 
     echo(f"[2/3] generating {plan['n_generated']} showers with {name} -> {generated_file}")

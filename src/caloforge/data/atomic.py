@@ -202,6 +202,9 @@ def check_output_path(path: str | Path, kind: str = "file",
             raise CaloforgeError(f"cannot write {path}: {parent} is a file, not a folder")
     if kind == "file" and path.is_dir():
         raise CaloforgeError(f"cannot write {path}: it is a folder; give a file name")
+    if kind == "file" and path.exists() and not path.is_file():
+        # a device, a pipe or a socket: the atomic rename would replace it with a file
+        raise CaloforgeError(f"cannot write {path}: it is not a regular file")
     if kind == "folder" and path.exists() and not path.is_dir():
         raise CaloforgeError(f"cannot write into {path}: it is a file, not a folder")
     if kind == "file" and not replace_checkpoint and path.name == _RUN_CHECKPOINT \

@@ -488,6 +488,14 @@ def read_samples(setup: Setup, config: EvaluationConfig) -> Samples:
             ref_meta["particle"] != gen_meta["particle"]:
         setup.warnings.append(f"the files name different particles: reference "
                               f"{ref_meta['particle']!r}, generated {gen_meta['particle']!r}")
+    learned = gen_meta.get("training_generator_version")
+    if str(ref_meta.get("generator", "")).lower() == "parametric" and learned and \
+            ref_meta.get("generator_version") != learned:
+        setup.warnings.append(
+            f"the model learned {learned} showers but the reference is "
+            f"{ref_meta.get('generator_version') or 'an unversioned parametric file'}: the "
+            f"figures measure the simulator's change as well; simulate the reference with "
+            f"--simulator-version {learned}")
     return Samples(setup, ref, gen, search, gen_queries, (n_stat_gen, n_stat_ref))
 
 
@@ -719,6 +727,8 @@ def _file_entry(info: dict, n_used: int) -> dict:
     meta = info["meta"]
     return {"path": info["path"], "n_file": info["n"], "n_used": n_used,
             "generator": meta.get("generator"), "generator_label": generator_label(meta),
+            "generator_version": meta.get("generator_version"),
+            "training_generator_version": meta.get("training_generator_version"),
             "particle": meta.get("particle"), "seed": meta.get("seed")}
 
 

@@ -20,7 +20,9 @@ def generator_label(meta: dict) -> str:
     if not generator:
         return "unknown (the file has no 'generator' attribute)"
     if generator.lower() == "parametric":
-        return "parametric (caloforge's GFlash-style reference simulator, not Geant4)"
+        version = str(meta.get("generator_version", "") or "").strip()
+        return (f"parametric{' ' + version if version else ''} (caloforge's GFlash-style "
+                "reference simulator, not Geant4)")
     if generator.lower() == "geant4":
         return "Geant4"
     return generator

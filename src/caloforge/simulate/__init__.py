@@ -67,6 +67,9 @@ def simulate(geometry: Geometry | str, particle: str, n: int,
             a version asked of the geant4 engine.
     """
     geometry = get_geometry(geometry)
+    if not geometry.particles:
+        raise CaloforgeError(f"geometry {geometry.name!r} cannot be simulated (no reference "
+                             "simulator for its layout)")
     if particle not in geometry.particles:
         raise CaloforgeError(
             f"unknown particle {particle!r} for geometry {geometry.name!r}; "
