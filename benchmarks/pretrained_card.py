@@ -75,7 +75,17 @@ FAMILIES = {
         "CPU-sized: a 25 x 25 window, resize-convolutions, the image rescaled to a drawn ECAL\n"
         "sum (response normalisation), conditioned on energy and polar angle (60-120 degrees)",
         "", ", RMSprop at constant learning rates", "per_bin", 0.10),
+    "caloflow": Family(
+        "CaloFlow student",
+        "CaloFlow (`caloflow`, see docs/caloflow.md; Krause and Shih, arXiv:2106.05285 and\n"
+        "arXiv:2110.11377): Flow I for the layer energies and the IAF student distilled from\n"
+        "a MAF teacher; shipped without the teacher (the student samples alone; `--sampler\n"
+        "teacher` needs the training run)",
+        "; sampled voxels below\nthe config's `threshold_mev` are set to 0",
+        ", cosine learning-rate decay per stage", "per_bin"),
 }
+#: sub-modules each family's pretrained copy leaves out (the size limit: 8 MB a model)
+DROP = {"caloflow": ("teacher",)}
 #: particle name -> (as a noun, attributive): "for photons", "photon showers"
 PARTICLE_WORDS = {"eplus": ("e+", "e+"), "gamma": ("photons", "photon"),
                   "piplus": ("pi+", "pi+"), "eminus": ("e-", "e-")}
@@ -176,7 +186,9 @@ def main() -> None:
     root = args.root.resolve()
     os.environ[PRETRAINED_ENV] = str(root)
     half = not args.float32
-    save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=root, half=half)
+    drop = DROP.get(family, ())
+    save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=root, half=half,
+                    drop=drop)
     energy = f"{lo:g}:{hi:g}"
     # fresh showers of the simulator version the model learned
     simulate = ["caloforge", "simulate", "--simulator-version", sim_version, "-g", geometry,
@@ -348,7 +360,8 @@ Reproduce: `{card['evaluation_command']}`; speed: `{card['speed_command']}`.
 - Targets not yet met: {'; '.join(missed) if missed else 'none'}.
 {limits}- Energies outside {lo:g}-{hi:g} GeV are refused.
 """
-    save_pretrained(args.run, args.name, card, root=root, card_text=text, half=half)
+    save_pretrained(args.run, args.name, card, root=root, card_text=text, half=half,
+                    drop=drop)
     print(text)
 
 

@@ -191,3 +191,34 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(root, tmp_path, ca
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert "does not fit" in err and f"missing: {dropped}" in err
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_caloflow_ships_without_its_teacher(tmp_path, capsys, monkeypatch):
+    """A distilled flow's pretrained copy may leave out the teacher (the size limit): it
+    loads with weights_only, samples with the student, refuses the teacher in one line."""
+    data = tmp_path / "eplus.h5"
+    simulate_to_file(data, "calogan", "eplus", 64, energy_range=(10, 50), seed=1,
+                     progress=False)
+    cls = get_model_class("caloflow")
+    train("caloflow", data, tmp_path / "run",
+          train_config={"max_steps": 3, "batch_size": 16, "progress": False,
+                        "device": "cpu", "tensorboard": False},
+          model_config=cls.tiny_config().to_dict(), log=None)
+    full = save_pretrained(tmp_path / "run", "full", {"summary": "t"}, root=tmp_path / "m")
+    lean = save_pretrained(tmp_path / "run", "lean", {"summary": "t"}, root=tmp_path / "m",
+                           drop=("teacher",))
+    ckpt = torch.load(lean / "checkpoint.pt", weights_only=True)
+    assert ckpt["dropped_modules"] == ["teacher"]
+    assert not any(k.startswith("teacher.") for k in ckpt["model_state"])
+    assert (lean / "checkpoint.pt").stat().st_size < (full / "checkpoint.pt").stat().st_size
+    model = load_pretrained("lean", root=tmp_path / "m")
+    showers = model.sample(torch.full((4, 1), 20_000.0), torch.Generator().manual_seed(0))
+    assert showers.shape == (4, 504) and torch.isfinite(showers).all()
+    with pytest.raises(CaloforgeError, match="without its teacher"):
+        model.use_sampler("teacher")
+    monkeypatch.setenv(PRETRAINED_ENV, str(tmp_path / "m"))
+    code, _, err = run_cli(["generate", "lean", "-n", "4", "--sampler", "teacher", "-o",
+                            str(tmp_path / "t.h5")], capsys)
+    assert code == 1 and "without its teacher" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(CaloforgeError, match="cannot be shipped without student"):
+        save_pretrained(tmp_path / "run", "bad", {}, root=tmp_path / "m", drop=("student",))

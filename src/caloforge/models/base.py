@@ -181,6 +181,11 @@ class GenerativeModel(nn.Module):
     #: names of the family's samplers, the default first (empty: one unnamed sampler);
     #: :meth:`use_sampler` selects one, :attr:`sampler` is the one in use
     samplers: ClassVar[tuple[str, ...]] = ()
+    #: sub-modules a pretrained copy may leave out to fit the size limit (a distilled
+    #: flow's teacher): :func:`caloforge.pretrained.save_pretrained` drops them on request,
+    #: the loader accepts their absence and records it in :attr:`dropped_modules`
+    optional_modules: ClassVar[tuple[str, ...]] = ()
+    dropped_modules: tuple[str, ...] = ()
     #: training stages in order (empty: one stage); :meth:`stage_end` maps a stage to
     #: the ``max_steps`` that trains a run to its end
     stages: ClassVar[tuple[str, ...]] = ()

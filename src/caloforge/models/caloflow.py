@@ -151,6 +151,7 @@ class CaloFlow(GenerativeModel):
     Config = CaloFlowConfig
     wrapped_names = STAGES
     samplers = ("student", "teacher")
+    optional_modules = ("teacher",)
     stages = STAGES
     progress_metrics = ("flow1_nll", "teacher_nll_per_voxel", "distill_loss")
 
@@ -197,6 +198,10 @@ class CaloFlow(GenerativeModel):
             CaloforgeError: the flow has not been trained; the message gives the command
                 that trains it.
         """
+        if name in self.dropped_modules:
+            raise CaloforgeError(
+                f"this pretrained CaloFlow ships without its {name} (to stay within the size "
+                f"of a shipped model); train the run yourself to sample with --sampler {name}")
         for stage in ("flow1", name):
             if self.trained_steps(stage) == 0:
                 raise CaloforgeError(

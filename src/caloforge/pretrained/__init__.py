@@ -138,7 +138,7 @@ def load_pretrained(name: str, device: str = "cpu",
 
 def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
                     root: str | Path | None = None, card_text: str = "",
-                    half: bool = False) -> Path:
+                    half: bool = False, drop: tuple[str, ...] = ()) -> Path:
     """Turn a trained run into pretrained model ``name``: the checkpoint without its
     training-only states, ``card.json`` and ``card.md``.
 
@@ -152,15 +152,19 @@ def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
         card_text: the markdown model card (default: one generated from ``card``).
         half: store float32 weights as float16 (half the size on disk; they are float32
             again once loaded, so figures must be measured on the stored model).
+        drop: sub-modules to leave out, among the family's ``optional_modules`` (CaloFlow:
+            ``("teacher",)``, which the student does not need to sample).
 
     Returns:
         The model's folder.
 
     Raises:
-        CaloforgeError: a bad name or an unreadable checkpoint.
+        CaloforgeError: a bad name, an unreadable checkpoint or a sub-module the family
+            cannot do without.
     """
     import torch
 
+    from caloforge.models import get_model_class
     from caloforge.train.checkpoint import load_checkpoint
 
     if not name or not all(c.isalnum() or c in "-_" for c in name):
@@ -169,6 +173,16 @@ def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
     for key in _TRAINING_ONLY:
         ckpt.pop(key, None)
     ckpt["optimizer_state"] = {}
+    if drop:
+        allowed = get_model_class(ckpt["family"]).optional_modules
+        bad = [d for d in drop if d not in allowed]
+        if bad:
+            raise CaloforgeError(f"a {ckpt['family']} model cannot be shipped without "
+                                 f"{', '.join(bad)}; it may leave out: "
+                                 f"{', '.join(allowed) or 'nothing'}")
+        ckpt["model_state"] = {k: v for k, v in ckpt["model_state"].items()
+                               if k.split(".")[0] not in drop}
+        ckpt["dropped_modules"] = list(drop)
     if half:
         ckpt["model_state"] = {k: v.half() if v.dtype == torch.float32 else v
                                for k, v in ckpt["model_state"].items()}

@@ -170,6 +170,10 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> Gen
     model = cls(Geometry.from_dict(ckpt["geometry"]), config,
                 Conditioning.from_dict(ckpt["conditioning"]))
     missing, unexpected = model.load_state_dict(ckpt["model_state"], strict=False)
+    dropped = tuple(ckpt.get("dropped_modules") or ())
+    if dropped:  # a pretrained copy without some optional sub-modules (see save_pretrained)
+        missing = [k for k in missing if k.split(".")[0] not in dropped]
+        model.dropped_modules = dropped
     if missing or unexpected:
         raise CaloforgeError(
             f"this {ckpt['family']} checkpoint (caloforge {ckpt.get('caloforge_version')}) "
