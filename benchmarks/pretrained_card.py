@@ -250,6 +250,10 @@ def main() -> None:
     auc_text = " / ".join(f"{figures[f'auc_{k}']:.3f}" for k in auc)
     train_cmd = (f"caloforge train {family} --data {Path(args.train_file).name} --out "
                  f"{args.run.name} --config {config} --num-threads 1")
+    from caloforge.models import get_model_class
+
+    if get_model_class(family).stages:  # trained in stages: all of them
+        train_cmd += " --stage all"
     sim_cmd = (f"caloforge simulate --simulator-version {sim_version} -g {geometry} "
                f"--particle {args.particle} -n {n_train} "
                f"--energy {energy} --seed {train_seed} -o {Path(args.train_file).name}")
@@ -312,8 +316,9 @@ def main() -> None:
             f"±{100 * worst_error:.1f}%, so {100 * tolerance:g}% is not resolved")
     if args.ms_batch_10000 is not None and args.ms_batch_10000 > TARGET_MS:
         missed.append(f"{TARGET_MS} ms per shower ({args.ms_batch_10000:.3f} ms)")
-    n_params = sum(v.numel() for k, v in ckpt["model_state"].items()
-                   if v.is_floating_point() and "gather" not in k and "scatter" not in k)
+    n_params = sum(v.numel() for k, v in ckpt["model_state"].items()  # those shipped
+                   if v.is_floating_point() and "gather" not in k and "scatter" not in k
+                   and k.split(".")[0] not in drop)
     card["storage"] = (f"{'float16 weights (float32 once loaded)' if half else 'float32 weights'}"
                        f", {n_params / 1e6:.2f}M parameters")
     speed = ""
