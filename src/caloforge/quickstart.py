@@ -63,6 +63,7 @@ def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | N
                                       echo)
     from caloforge.errors import CaloforgeError
     from caloforge.simulate import simulate_to_file
+    from caloforge.simulate.parametric import SIMULATOR_VERSION
     from caloforge.train import CHECKPOINT_NAME, train
 
     plan = dict(FAST if fast else FULL)
@@ -85,8 +86,6 @@ def run_quickstart(directory: str | Path, fast: bool = False, max_steps: int | N
     progress = not fast
 
     t = time.perf_counter()
-    from caloforge.simulate.parametric import SIMULATOR_VERSION
-
     echo(f"[1/4] simulating {plan['n_train']} + {plan['n_reference']} {PARTICLE} showers "
          f"({ENERGY_GEV[0]:g}-{ENERGY_GEV[1]:g} GeV) with the parametric simulator "
          f"{SIMULATOR_VERSION} (a GFlash-style parametrisation, not Geant4)")

@@ -68,12 +68,10 @@ def simulate(geometry: str, particle: str, n: int, energy, angle, seed: int, out
             "pip install 'caloforge[geant4]' (and the Geant4 data sets), or use "
             "--engine parametric"
         )
-    if engine == "parametric":
+    if engine == "parametric":  # the default resolved, for the summary line
         from caloforge.simulate.parametric import check_version
 
-        version = check_version(version)  # before the file is opened
-    elif version is not None:
-        raise CaloforgeError("--simulator-version is for the parametric engine")
+        version = check_version(version)
     start = time.perf_counter()
     try:
         path = simulate_to_file(output, geometry, particle, n, progress=not quiet,
