@@ -18,7 +18,7 @@ from caloforge.simulate._halo import (
     gaussian_cell_probabilities,
     halo_expectation,
 )
-from caloforge.simulate._showers import axis_walk_offsets
+from caloforge.simulate._showers import axis_walk_offsets, em_showers
 from caloforge.simulate.parametric import SIMULATOR_VERSION, SIMULATOR_VERSIONS, calorimeter
 
 # Energy per layer (MeV) of the first four showers of seed 7, written by parametric-2 as
@@ -133,6 +133,12 @@ def test_axis_walk_is_a_random_walk_in_depth():
     assert abs(far.var() / (0.5 * 16.0) - 1.0) < 0.05
     assert abs(np.corrcoef(near, far)[0, 1] - 0.5) < 0.03  # sqrt(4 / 16)
     assert abs(np.corrcoef(du[m:], dv[m:])[0, 1]) < 0.03  # the two axes are independent
+    # float32 like the spots (an int32 depth bin must not promote the walk to float64,
+    # which doubled the memory traffic of every later step of the binning)
+    assert du.dtype == dv.dtype == np.float32
+    spots = em_showers(rng, np.array([5e3, 5e4]), np.zeros(2), calorimeter("calogan").medium,
+                       30.0, axis_walk=100.0)
+    assert spots.u.dtype == spots.v.dtype == np.float32
 
 
 def test_parametric_3_walk_and_halo_in_every_geometry():

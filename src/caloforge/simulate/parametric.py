@@ -295,19 +295,21 @@ def _bin(cal: Calorimeter, m: int, spots: Spots, angle: np.ndarray | None,
     stride = n_voxels + n_layers + 1
     valid = (layer >= 0) & (layer < n_layers)
     layer = np.where(valid, layer, 0)
-    shape = np.array([lay.shape for lay in g.layers], dtype=np.int32)
-    inv_cell = (1.0 / np.asarray(cal.cell_mm, dtype=np.float64)).astype(f32)
+    # Per-layer constants, one contiguous table per axis, looked up per spot with take
+    # (much faster than indexing a 2D table with [layer, axis]).
+    shape = np.array([lay.shape for lay in g.layers], dtype=np.int32).T.copy()
+    inv_cell = (1.0 / np.asarray(cal.cell_mm, dtype=np.float64)).astype(f32).T.copy()
     half1 = (shape / 2.0 + 1.0).astype(f32)
     # Cell index = floor(position / cell + n / 2); computed as a truncation of a value
     # shifted by +1 and clipped at 0 (cheaper than floor; anything below 0 is outside),
     # and at 1e6 so that far-away spots cannot overflow int32.
     big = f32(1e6)
-    ia = np.clip(a * inv_cell[layer, 0] + half1[layer, 0], 0, big).astype(np.int32) - 1
-    ib = np.clip(b * inv_cell[layer, 1] + half1[layer, 1], 0, big).astype(np.int32) - 1
-    rows, cols = shape[layer, 0], shape[layer, 1]
+    ia = np.clip(a * inv_cell[0].take(layer) + half1[0].take(layer), 0, big).astype(np.int32) - 1
+    ib = np.clip(b * inv_cell[1].take(layer) + half1[1].take(layer), 0, big).astype(np.int32) - 1
+    rows, cols = shape[0].take(layer), shape[1].take(layer)
     inside = (ia >= 0) & (ia < rows) & (ib >= 0) & (ib < cols)
     offsets = np.asarray(g.layer_offsets[:-1], dtype=np.int32)
-    local = np.where(inside, offsets[layer] + ia * cols + ib, np.int32(n_voxels) + layer)
+    local = np.where(inside, offsets.take(layer) + ia * cols + ib, np.int32(n_voxels) + layer)
     local = np.where(valid, local, np.int32(stride - 1))
     flat = k.astype(np.int64) * stride + local
     sums = np.bincount(flat, weights=spots.energy, minlength=m * stride).reshape(m, stride)
