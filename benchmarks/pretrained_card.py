@@ -1,9 +1,10 @@
-"""Ship a trained run (coupling flow, WGAN-GP or 3DGAN) as a pretrained model and measure its
-card.
+"""Ship a trained run (coupling flow, CaloFlow, CaloGAN, WGAN-GP, 3DGAN) as a pretrained
+model and measure its card.
 
 Not a unit test: the recipe behind every card in ``src/caloforge/pretrained/``. It
 
-1. stores the run under NAME (float16 weights unless ``--float32``, training-only states
+1. stores the run under NAME (float16 weights unless ``--float32``, CaloGAN's large weight
+   matrices as int8, training-only states and sub-modules that sampling does not need
    dropped),
 2. simulates N fresh parametric showers (reference seed, the geometry's energy range, the
    simulator version of the training file),
@@ -83,9 +84,20 @@ FAMILIES = {
         "teacher` needs the training run)",
         "; sampled voxels below\nthe config's `threshold_mev` are set to 0",
         ", cosine learning-rate decay per stage", "per_bin"),
+    # the seed's target for CaloGAN: response within 5% in every energy bin
+    "calogan": Family(
+        "CaloGAN",
+        "CaloGAN (`calogan`, see docs/training.md; Paganini, de Oliveira, Nachman,\n"
+        "arXiv:1705.02355 and arXiv:1712.10321): three locally connected generator streams\n"
+        "with in-painting attention, CPU-sized (`latent_size` 128); shipped without its\n"
+        "discriminator (the generator samples alone)",
+        "", ", constant learning rates", "per_bin", 0.05),
 }
 #: sub-modules each family's pretrained copy leaves out (the size limit: 8 MB a model)
-DROP = {"caloflow": ("teacher",)}
+DROP = {"caloflow": ("teacher",), "calogan": ("discriminator",)}
+#: families whose large weight matrices are stored as int8 (CaloGAN's generator is
+#: 8.0 MB in float16)
+INT8 = {"calogan"}
 #: particle name -> (as a noun, attributive): "for photons", "photon showers"
 PARTICLE_WORDS = {"eplus": ("e+", "e+"), "gamma": ("photons", "photon"),
                   "piplus": ("pi+", "pi+"), "eminus": ("e-", "e-")}
@@ -187,8 +199,9 @@ def main() -> None:
     os.environ[PRETRAINED_ENV] = str(root)
     half = not args.float32
     drop = DROP.get(family, ())
+    int8 = family in INT8
     save_pretrained(args.run, args.name, {"summary": "figures pending"}, root=root, half=half,
-                    drop=drop)
+                    drop=drop, int8=int8)
     energy = f"{lo:g}:{hi:g}"
     # fresh showers of the simulator version the model learned
     simulate = ["caloforge", "simulate", "--simulator-version", sim_version, "-g", geometry,
@@ -321,6 +334,9 @@ def main() -> None:
                    and k.split(".")[0] not in drop)
     card["storage"] = (f"{'float16 weights (float32 once loaded)' if half else 'float32 weights'}"
                        f", {n_params / 1e6:.2f}M parameters")
+    if int8:
+        card["storage"] += (", the weight matrices of at least 65,536 entries as int8 with "
+                            "one float32 scale per row (dequantised when loaded)")
     speed = ""
     if args.ms_batch_10000 is not None:
         speed = (f"- speed: {args.ms_batch_10000:.3f} ms per shower at batch 10,000"
@@ -366,7 +382,7 @@ Reproduce: `{card['evaluation_command']}`; speed: `{card['speed_command']}`.
 {limits}- Energies outside {lo:g}-{hi:g} GeV are refused.
 """
     save_pretrained(args.run, args.name, card, root=root, card_text=text, half=half,
-                    drop=drop)
+                    drop=drop, int8=int8)
     print(text)
 
 

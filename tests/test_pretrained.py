@@ -19,13 +19,16 @@ from caloforge.models import get_model_class
 from caloforge.pretrained import (
     PRETRAINED_ENV,
     available_pretrained,
+    dequantize_int8,
     load_pretrained,
     model_card,
+    quantize_int8,
     resolve_run,
     save_pretrained,
 )
 from caloforge.simulate import simulate_to_file
 from caloforge.train import train
+from caloforge.train.checkpoint import load_run
 
 torch.set_num_threads(1)
 NAME = "tiny-calogan-eplus"
@@ -222,3 +225,46 @@ def test_a_caloflow_ships_without_its_teacher(tmp_path, capsys, monkeypatch):
     assert code == 1 and "without its teacher" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(CaloforgeError, match="cannot be shipped without student"):
         save_pretrained(tmp_path / "run", "bad", {}, root=tmp_path / "m", drop=("student",))
+
+
+def test_int8_weights_round_trip_within_half_a_step():
+    """Per-row symmetric int8: every weight within half a quantisation step of its
+    float32 value, each row's largest |w| exact, shapes kept."""
+    w = torch.randn(300, 7, 40) * torch.logspace(-3, 1, 300)[:, None, None]
+    q = quantize_int8({"w": w, "small": torch.randn(10, 10), "bias": torch.randn(70_000)})
+    assert set(q) == {"w"}  # small tensors and vectors stay as they are
+    assert q["w"]["int8"].dtype == torch.int8 and q["w"]["int8"].shape == w.shape
+    back = dequantize_int8(q)["w"]
+    step = q["w"]["scale"][:, None, None]
+    assert ((back - w).abs() <= 0.5 * step * (1 + 1e-5)).all()
+    rows = w.reshape(300, -1).abs().amax(1)
+    torch.testing.assert_close(back.reshape(300, -1).abs().amax(1), rows)
+
+
+def test_a_calogan_ships_without_its_discriminator_and_with_int8_weights(tmp_path,
+                                                                        monkeypatch):
+    """CaloGAN's pretrained copy: generator only, its matrices int8 (the float16
+    generator of the shipped size is 8.0 MB); it loads with weights_only and samples
+    within a percent of the float32 run's showers."""
+    data = tmp_path / "eplus.h5"
+    simulate_to_file(data, "calogan", "eplus", 64, energy_range=(10, 50), seed=1,
+                     progress=False)
+    cls = get_model_class("calogan")
+    train("calogan", data, tmp_path / "run",
+          train_config={"max_steps": 2, "batch_size": 16, "progress": False,
+                        "device": "cpu", "tensorboard": False},
+          model_config=cls.tiny_config().to_dict(), log=None)
+    monkeypatch.setattr(pretrained, "INT8_MIN_SIZE", 256)  # the tiny model's matrices
+    lean = save_pretrained(tmp_path / "run", "lean", {"summary": "t"}, root=tmp_path / "m",
+                           drop=("discriminator",), int8=True)
+    ckpt = torch.load(lean / "checkpoint.pt", weights_only=True)
+    assert ckpt["dropped_modules"] == ["discriminator"] and ckpt["quantized_state"]
+    assert not any(k.startswith("discriminator.") for k in ckpt["model_state"])
+    assert not set(ckpt["quantized_state"]) & set(ckpt["model_state"])
+    model = load_pretrained("lean", root=tmp_path / "m")
+    full = load_run(tmp_path / "run")
+    e = torch.full((8, 1), 20_000.0)
+    lean_showers = model.sample(e, torch.Generator().manual_seed(0))
+    full_showers = full.sample(e, torch.Generator().manual_seed(0))
+    assert lean_showers.shape == (8, 504) and torch.isfinite(lean_showers).all()
+    torch.testing.assert_close(lean_showers.sum(1), full_showers.sum(1), rtol=0.01, atol=1.0)

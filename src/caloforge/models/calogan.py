@@ -391,6 +391,7 @@ class CaloGAN(GenerativeModel):
 
     Config = CaloGANConfig
     wrapped_names = ("generator", "discriminator")
+    optional_modules = ("discriminator",)  # sampling needs the generator only
     condition_sets = (("energy",), ("energy", "angle"))
 
     @property

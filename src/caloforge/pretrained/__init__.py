@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded
     from caloforge.models.base import GenerativeModel
 
 __all__ = ["PRETRAINED_ENV", "pretrained_root", "available_pretrained", "model_card",
-           "pretrained_dir", "resolve_run", "load_pretrained", "save_pretrained"]
+           "pretrained_dir", "resolve_run", "load_pretrained", "save_pretrained",
+           "quantize_int8", "dequantize_int8"]
 
 PRETRAINED_ENV = "CALOFORGE_PRETRAINED_DIR"
 _CHECKPOINT = "checkpoint.pt"  # = caloforge.train.CHECKPOINT_NAME (not imported: no torch)
@@ -138,7 +139,8 @@ def load_pretrained(name: str, device: str = "cpu",
 
 def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
                     root: str | Path | None = None, card_text: str = "",
-                    half: bool = False, drop: tuple[str, ...] = ()) -> Path:
+                    half: bool = False, drop: tuple[str, ...] = (),
+                    int8: bool = False) -> Path:
     """Turn a trained run into pretrained model ``name``: the checkpoint without its
     training-only states, ``card.json`` and ``card.md``.
 
@@ -153,7 +155,12 @@ def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
         half: store float32 weights as float16 (half the size on disk; they are float32
             again once loaded, so figures must be measured on the stored model).
         drop: sub-modules to leave out, among the family's ``optional_modules`` (CaloFlow:
-            ``("teacher",)``, which the student does not need to sample).
+            ``("teacher",)``, which the student does not need to sample; CaloGAN:
+            ``("discriminator",)``).
+        int8: store the large weight matrices (at least 65,536 entries) as int8 with one
+            float32 scale per output row (symmetric, ``scale = max |w| / 127``), a quarter
+            of their float32 size; they are dequantised to float32 when loaded, so, as
+            with ``half``, figures must be measured on the stored model.
 
     Returns:
         The model's folder.
@@ -183,6 +190,10 @@ def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
         ckpt["model_state"] = {k: v for k, v in ckpt["model_state"].items()
                                if k.split(".")[0] not in drop}
         ckpt["dropped_modules"] = list(drop)
+    if int8:
+        ckpt["quantized_state"] = quantize_int8(ckpt["model_state"])
+        ckpt["model_state"] = {k: v for k, v in ckpt["model_state"].items()
+                               if k not in ckpt["quantized_state"]}
     if half:
         ckpt["model_state"] = {k: v.half() if v.dtype == torch.float32 else v
                                for k, v in ckpt["model_state"].items()}
@@ -195,6 +206,45 @@ def save_pretrained(rundir: str | Path, name: str, card: dict[str, Any],
     (folder / _CARD_JSON).write_text(json.dumps(full, indent=2) + "\n")
     (folder / _CARD_MD).write_text(card_text or _card_markdown(full))
     return folder
+
+
+#: the smallest weight tensor :func:`quantize_int8` stores as int8
+INT8_MIN_SIZE = 65_536
+
+
+def quantize_int8(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Symmetric per-row int8 copies of the large floating-point weights of ``state``.
+
+    Every floating-point tensor with at least two dimensions and :data:`INT8_MIN_SIZE`
+    entries is stored as ``{"int8": q, "scale": s}``, ``q = round(w / s)`` with one
+    float32 scale ``s = max |w| / 127`` per output row (the first dimension): post-training
+    weight quantisation as in B. Jacob et al., "Quantization and Training of Neural
+    Networks for Efficient Integer-Arithmetic-Only Inference", arXiv:1712.05877, with the
+    weights dequantised to float32 when loaded (:func:`dequantize_int8`), so the model
+    runs as before, only with the rounded weights.
+
+    Returns:
+        name -> ``{"int8": tensor (the weight's shape, int8), "scale": (rows,) float32}``.
+    """
+    import torch
+
+    out = {}
+    for key, w in state.items():
+        if not (torch.is_tensor(w) and w.is_floating_point() and w.dim() >= 2
+                and w.numel() >= INT8_MIN_SIZE):
+            continue
+        rows = w.detach().float().reshape(w.shape[0], -1)
+        scale = (rows.abs().amax(dim=1) / 127.0).clamp_min(1e-30)
+        q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        out[key] = {"int8": q.reshape(w.shape), "scale": scale}
+    return out
+
+
+def dequantize_int8(quantized: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The float32 weights of :func:`quantize_int8`'s output: name -> tensor."""
+    return {key: (d["int8"].float().reshape(d["int8"].shape[0], -1) * d["scale"][:, None]
+                  ).reshape(d["int8"].shape)
+            for key, d in quantized.items()}
 
 
 def _card_markdown(card: dict[str, Any]) -> str:

@@ -169,7 +169,12 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> Gen
     config = cls.Config.from_dict(ckpt["model_config"], where=f"{ckpt['family']} config")
     model = cls(Geometry.from_dict(ckpt["geometry"]), config,
                 Conditioning.from_dict(ckpt["conditioning"]))
-    missing, unexpected = model.load_state_dict(ckpt["model_state"], strict=False)
+    state = ckpt["model_state"]
+    if ckpt.get("quantized_state"):  # a pretrained copy with int8 weights (save_pretrained)
+        from caloforge.pretrained import dequantize_int8
+
+        state = {**state, **dequantize_int8(ckpt["quantized_state"])}
+    missing, unexpected = model.load_state_dict(state, strict=False)
     dropped = tuple(ckpt.get("dropped_modules") or ())
     if dropped:  # a pretrained copy without some optional sub-modules (see save_pretrained)
         missing = [k for k in missing if k.split(".")[0] not in dropped]
