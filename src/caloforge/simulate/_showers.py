@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,7 +100,7 @@ def landau_factor(rng: np.random.Generator, n: int, width: float) -> np.ndarray:
 
 
 def _normalise(shower: np.ndarray, weight: np.ndarray, total: np.ndarray,
-               per_spot=None) -> np.ndarray:
+               per_spot: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Scale per-spot weights so that each shower's spots sum to ``total`` (MeV);
     ``per_spot`` (optional) maps a per-shower array to the spots, as ``a[shower]``."""
     sums = np.bincount(shower, weights=weight, minlength=len(total))
