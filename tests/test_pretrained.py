@@ -196,17 +196,21 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(root, tmp_path, ca
     assert not (tmp_path / "x.h5").exists()
 
 
+def _train_tiny(family: str, run: Path, steps: int) -> None:
+    """A few steps of a family's tiny model on 64 calogan e+ showers, into ``run``."""
+    data = run.parent / "eplus.h5"
+    simulate_to_file(data, "calogan", "eplus", 64, energy_range=(10, 50), seed=1,
+                     progress=False)
+    train(family, data, run,
+          train_config={"max_steps": steps, "batch_size": 16, "progress": False,
+                        "device": "cpu", "tensorboard": False},
+          model_config=get_model_class(family).tiny_config().to_dict(), log=None)
+
+
 def test_a_caloflow_ships_without_its_teacher(tmp_path, capsys, monkeypatch):
     """A distilled flow's pretrained copy may leave out the teacher (the size limit): it
     loads with weights_only, samples with the student, refuses the teacher in one line."""
-    data = tmp_path / "eplus.h5"
-    simulate_to_file(data, "calogan", "eplus", 64, energy_range=(10, 50), seed=1,
-                     progress=False)
-    cls = get_model_class("caloflow")
-    train("caloflow", data, tmp_path / "run",
-          train_config={"max_steps": 3, "batch_size": 16, "progress": False,
-                        "device": "cpu", "tensorboard": False},
-          model_config=cls.tiny_config().to_dict(), log=None)
+    _train_tiny("caloflow", tmp_path / "run", steps=3)
     full = save_pretrained(tmp_path / "run", "full", {"summary": "t"}, root=tmp_path / "m")
     lean = save_pretrained(tmp_path / "run", "lean", {"summary": "t"}, root=tmp_path / "m",
                            drop=("teacher",))
@@ -246,14 +250,7 @@ def test_a_calogan_ships_without_its_discriminator_and_with_int8_weights(tmp_pat
     """CaloGAN's pretrained copy: generator only, its matrices int8 (the float16
     generator of the shipped size is 8.0 MB); it loads with weights_only and samples
     within a percent of the float32 run's showers."""
-    data = tmp_path / "eplus.h5"
-    simulate_to_file(data, "calogan", "eplus", 64, energy_range=(10, 50), seed=1,
-                     progress=False)
-    cls = get_model_class("calogan")
-    train("calogan", data, tmp_path / "run",
-          train_config={"max_steps": 2, "batch_size": 16, "progress": False,
-                        "device": "cpu", "tensorboard": False},
-          model_config=cls.tiny_config().to_dict(), log=None)
+    _train_tiny("calogan", tmp_path / "run", steps=2)
     monkeypatch.setattr(pretrained, "INT8_MIN_SIZE", 256)  # the tiny model's matrices
     lean = save_pretrained(tmp_path / "run", "lean", {"summary": "t"}, root=tmp_path / "m",
                            drop=("discriminator",), int8=True)
