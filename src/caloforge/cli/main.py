@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 
 import click
 
@@ -94,8 +95,22 @@ def cli() -> None:
     """
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line, ``warning: ...``, like the errors (no source location)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; a :class:`CaloforgeError` becomes one line on stderr and exit status 1."""
+    """Run the CLI; a :class:`CaloforgeError` becomes one line on stderr and exit status 1,
+    a warning one line on stderr."""
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    try:
+        _run(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="caloforge", standalone_mode=False)
     except CaloforgeError as err:

@@ -13,8 +13,10 @@ Conventions follow CaloFlow (Krause & Shih, arXiv:2106.05285, section 3), for an
   and is standardised with the training set's mean and standard deviation.
 - Flow II variables (``n_voxels``): voxels normalised by their layer energy,
   ``I = E_voxel / E_layer``, then ``logit(alpha + (1 - 2 alpha) I)``, then standardised
-  per voxel with the training set's mean and standard deviation (an addition to the paper;
-  it puts every voxel in the spline's ``[-bound, bound]``).
+  per voxel with the training set's mean and standard deviation (an addition to the paper:
+  it brings the voxels towards the splines' ``[-bound, bound]``; a value outside passes the
+  identity tails unchanged and cannot be sampled from the base distribution, so
+  :meth:`FlowPreprocessing.fit` reports the share of showers with one).
 - Conditions: ``log10 E_inc`` scaled to ``[0, 1]`` over the trained range (Flow I and II)
   and ``log10 E_i`` standardised (Flow II).
 
@@ -25,6 +27,7 @@ layer and multiplied by the layer energies from Flow I, as in the paper.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models.base import ModelConfig
@@ -141,7 +145,8 @@ class FlowPreprocessing(nn.Module):
 
     @torch.no_grad()
     def fit(self, voxels: Tensor, incident_energy: Tensor, energy_range: tuple[float, float],
-            generator: torch.Generator | None = None) -> None:
+            generator: torch.Generator | None = None,
+            bounds: tuple[float, float] = (math.inf, math.inf)) -> tuple[float, float]:
         """Learn the statistics from training showers.
 
         Args:
@@ -149,6 +154,12 @@ class FlowPreprocessing(nn.Module):
             incident_energy: ``(N,)`` MeV.
             energy_range: ``(min, max)`` trained incident energy, MeV.
             generator: for the noise.
+            bounds: the spline intervals ``[-b, b]`` of Flow I and Flow II.
+
+        Returns:
+            The shares of these showers with a standardised Flow I, and a Flow II,
+            variable outside its bound: the identity tails pass such a value unchanged,
+            so a flow whose base samples start inside the bound never generates it.
         """
         lo, hi = energy_range
         self.log_energy_range.copy_(torch.tensor([math.log10(lo), math.log10(max(hi, lo * 1.01))]))
@@ -164,6 +175,35 @@ class FlowPreprocessing(nn.Module):
         x = logit(self.normalise(noisy, layers), self.alpha)
         self.voxel_mean.copy_(x.mean(0))
         self.voxel_std.copy_(x.std(0).clamp_min(1e-1))
+        standardised = ((x1 - self.flow1_mean) / self.flow1_std,
+                        (x - self.voxel_mean) / self.voxel_std)
+        return tuple(float((z.abs() > b).any(-1).float().mean())
+                     for z, b in zip(standardised, bounds, strict=True))
+
+    def fit_showers(self, showers: ShowerSet, config: FlowPreprocessingConfig,
+                    energy_range: tuple[float, float], flow1_bound: float) -> None:
+        """:meth:`fit` on the first ``config.prepare_showers`` showers (noise seed 0),
+        warning when the flows cannot reach some of them (:meth:`warn_outside`)."""
+        n = min(len(showers), config.prepare_showers)
+        voxels = torch.as_tensor(showers.voxels[:n], dtype=torch.float32)
+        energy = torch.as_tensor(showers.incident_energy[:n], dtype=torch.float32)
+        bounds = (flow1_bound, config.bound)
+        shares = self.fit(voxels, energy, energy_range, torch.Generator().manual_seed(0),
+                          bounds)
+        self.warn_outside(shares, bounds, config.family)
+
+    @staticmethod
+    def warn_outside(shares: tuple[float, float], bounds: tuple[float, float], family: str,
+                     most: float = 1e-3) -> None:
+        """Warn when more than ``most`` of the training showers have a Flow I or Flow II
+        variable outside its spline's bound (see :meth:`fit`)."""
+        for flow, share, bound in zip(("Flow I", "Flow II"), shares, bounds, strict=True):
+            if share > most:
+                hint = "raise the config's bound" if flow == "Flow II" else "its bound is fixed"
+                warnings.warn(
+                    f"{family}: {100 * share:.1f}% of the training showers have a {flow} "
+                    f"variable outside the spline's [-{bound:g}, {bound:g}], where the flow is "
+                    f"the identity: it cannot generate such showers ({hint})", stacklevel=4)
 
     # ---- pieces ------------------------------------------------------------------------
 

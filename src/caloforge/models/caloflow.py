@@ -243,11 +243,7 @@ class CaloFlow(GenerativeModel):
     # ---- training ----------------------------------------------------------------------
 
     def prepare(self, showers: ShowerSet) -> None:
-        n = min(len(showers), self.config.prepare_showers)
-        voxels = torch.as_tensor(showers.voxels[:n], dtype=torch.float32)
-        energy = torch.as_tensor(showers.incident_energy[:n], dtype=torch.float32)
-        self.prep.fit(voxels, energy, self.conditioning.energy,
-                      torch.Generator().manual_seed(0))
+        self.prep.fit_showers(showers, self.config, self.conditioning.energy, self.config.bound)
 
     def configure_optimizers(self) -> None:
         cfg = self.config

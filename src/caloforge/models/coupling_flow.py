@@ -76,6 +76,8 @@ from caloforge.models.base import Conditioning, GenerativeModel
 __all__ = ["CouplingFlowConfig", "CouplingFlow"]
 
 _CPU_CHUNK = 500  # showers per pass in CPU inference (cache-sized activations)
+#: the interval [-5, 5] of zuko's spline transform (MonotonicRQSTransform's bound), Flow I's
+ZUKO_BOUND = 5.0
 
 
 @dataclass(frozen=True)
@@ -199,11 +201,7 @@ class CouplingFlow(GenerativeModel):
     # ---- training ----------------------------------------------------------------------
 
     def prepare(self, showers: ShowerSet) -> None:
-        n = min(len(showers), self.config.prepare_showers)
-        voxels = torch.as_tensor(showers.voxels[:n], dtype=torch.float32)
-        energy = torch.as_tensor(showers.incident_energy[:n], dtype=torch.float32)
-        self.prep.fit(voxels, energy, self.conditioning.energy,
-                      torch.Generator().manual_seed(0))
+        self.prep.fit_showers(showers, self.config, self.conditioning.energy, ZUKO_BOUND)
 
     def configure_optimizers(self) -> None:
         params = list(self.flow1.parameters()) + list(self.flow2.parameters())
