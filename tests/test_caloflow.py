@@ -38,9 +38,10 @@ def fake_showers(geometry: Geometry, n: int, seed: int = 0) -> tuple[torch.Tenso
     return voxels, energy
 
 
-def prep_for(geometry: Geometry, n: int = 200) -> tuple[FlowPreprocessing, torch.Tensor,
-                                                         torch.Tensor]:
-    prep = FlowPreprocessing(geometry, noise_mev=1e-3, threshold_mev=1e-3, alpha=1e-6)
+def prep_for(geometry: Geometry, n: int = 200, tail_knee: float = 0.0
+             ) -> tuple[FlowPreprocessing, torch.Tensor, torch.Tensor]:
+    prep = FlowPreprocessing(geometry, noise_mev=1e-3, threshold_mev=1e-3, alpha=1e-6,
+                             tail_knee=tail_knee)
     voxels, energy = fake_showers(geometry, n)
     prep.fit(voxels, energy, (1e3, 1e5), torch.Generator().manual_seed(0))
     return prep, prep.add_noise(voxels, torch.Generator().manual_seed(1)), energy
@@ -62,8 +63,9 @@ def test_flow1_variables_round_trip_to_layer_energies():
     np.testing.assert_allclose(back.numpy(), layers.numpy(), rtol=1e-4)
 
 
-def test_flow2_variables_round_trip_to_voxels():
-    prep, voxels, energy = prep_for(TINY)
+@pytest.mark.parametrize("tail_knee", [0.0, 1.0])
+def test_flow2_variables_round_trip_to_voxels(tail_knee):
+    prep, voxels, energy = prep_for(TINY, tail_knee=tail_knee)
     layers = prep.layer_energies(voxels)
     x = prep.voxels_to_flow2(voxels, layers)
     assert torch.isfinite(x).all()

@@ -26,6 +26,7 @@ from caloforge.models._coupling import (
     spline_forward,
     spline_inverse,
 )
+from caloforge.models._flowprep import compress_tails, expand_tails
 from caloforge.models.caloflow import CaloFlowConfig
 from caloforge.models.coupling_flow import CouplingFlow, CouplingFlowConfig
 from caloforge.train.checkpoint import load_checkpoint
@@ -196,7 +197,7 @@ def test_builds_trains_and_samples_on_every_geometry(name):
 
 @pytest.mark.parametrize("bad", [{"bins": 1}, {"bound": 0.0}, {"noise_mev": 0.0},
                                  {"threshold_mev": -1.0}, {"alpha": 0.7},
-                                 {"prepare_showers": 0}])
+                                 {"prepare_showers": 0}, {"tail_knee": -1.0}])
 def test_both_flow_families_share_the_preprocessing_checks(bad):
     key = next(iter(bad))
     for config, family in ((CouplingFlowConfig, "coupling-flow"), (CaloFlowConfig, "caloflow")):
@@ -323,6 +324,35 @@ def test_preparation_warns_when_the_splines_cannot_reach_training_showers(family
                     conditioning).prepare(showers)
 
 
+def test_tail_compression_is_smooth_monotonic_and_invertible():
+    knee = 3.0
+    z = torch.linspace(-30.0, 30.0, 60001, dtype=torch.float64)
+    y = compress_tails(z, knee)
+    inside = z.abs() <= knee
+    assert torch.equal(y[inside], z[inside])  # the bulk is untouched
+    assert (y[1:] > y[:-1]).all()
+    slope = torch.diff(y) / torch.diff(z)
+    assert (slope > 0).all() and slope.max() <= 1 + 1e-9
+    assert torch.diff(slope).abs().max() < 1e-3  # no kink at the knee
+    # 26 standard deviations (the farthest pion deposit) lands inside [-6.2, 6.2]
+    assert float(compress_tails(torch.tensor(26.0), knee)) == pytest.approx(3 + math.log(24))
+    torch.testing.assert_close(expand_tails(y, knee), z, rtol=0, atol=1e-9)
+    assert torch.equal(compress_tails(z, 0.0), z) and torch.equal(expand_tails(z, 0.0), z)
+
+
+def test_tail_compression_brings_far_pion_deposits_inside_the_bound():
+    """With the bound kept at 6, a knee at 3 leaves (almost) no pion shower out of reach."""
+    from caloforge.simulate import simulate_showers
+
+    showers = simulate_showers("calogan", "piplus", 300, energy_range=(1.0, 100.0), seed=3,
+                               version="parametric-2")
+    config = TINY.replace(bound=6.0, tail_knee=3.0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*Flow II variable outside")
+        build_model("coupling-flow", showers.geometry, config,
+                    Conditioning.from_showers(showers)).prepare(showers)
+
+
 def test_a_sample_inside_the_bound_never_leaves_it():
     torch.manual_seed(0)
     stack = CouplingStack(8, 1, 16, 2, 4, 2.0, 3, seed=0)
@@ -354,3 +384,20 @@ def test_the_cli_prints_that_warning_in_one_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if "Flow II" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: coupling-flow: ")
     assert "UserWarning" not in done.stderr and "prepare(" not in done.stderr
+
+
+def test_a_flow_with_compressed_tails_exports_with_parity(tmp_path):
+    """The compression's inverse (an exponential beyond the knee) is in the exported graph;
+    a knee of 1 puts a good share of the sampled variables beyond it."""
+    from test_models_contract import conditioning_for, fake_batch, tiny_geometry
+
+    from caloforge.export import export_onnx
+
+    torch.manual_seed(0)
+    geometry = tiny_geometry(("energy",))
+    model = build_model("coupling-flow", geometry, TINY.replace(tail_knee=1.0),
+                        conditioning_for(geometry))
+    model.configure_optimizers()
+    model.training_step(fake_batch(geometry, 8), step=1)
+    contract = export_onnx(model.eval(), tmp_path / "knee.onnx")
+    assert contract["parity"]["passed"]

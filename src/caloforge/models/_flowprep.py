@@ -16,7 +16,11 @@ Conventions follow CaloFlow (Krause & Shih, arXiv:2106.05285, section 3), for an
   per voxel with the training set's mean and standard deviation (an addition to the paper:
   it brings the voxels towards the splines' ``[-bound, bound]``; a value outside passes the
   identity tails unchanged and cannot be sampled from the base distribution, so
-  :meth:`FlowPreprocessing.fit` reports the share of showers with one).
+  :meth:`FlowPreprocessing.fit` reports the share of showers with one). Optionally
+  (``tail_knee = k > 0``) a standardised value ``z`` beyond ``k`` in magnitude is then
+  compressed logarithmically, ``sign(z) (k + ln(1 + |z| - k))``, which keeps the bulk as it
+  is and brings the rare large deposits of usually empty voxels (10-26 standard deviations)
+  inside the splines' interval; the map is fixed, smooth and invertible.
 - Conditions: ``log10 E_inc`` scaled to ``[0, 1]`` over the trained range (Flow I and II)
   and ``log10 E_i`` standardised (Flow II).
 
@@ -40,7 +44,7 @@ from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models.base import ModelConfig
 
-__all__ = ["FlowPreprocessing", "logit", "expit"]
+__all__ = ["FlowPreprocessing", "logit", "expit", "compress_tails", "expand_tails"]
 
 
 def logit(u: Tensor, alpha: float) -> Tensor:
@@ -62,6 +66,24 @@ def expit(x: Tensor, alpha: float) -> Tensor:
     return (sigmoid - alpha) / (1 - 2 * alpha)
 
 
+def compress_tails(z: Tensor, knee: float) -> Tensor:
+    """``z`` where ``|z| <= knee``, else ``sign(z) (knee + ln(1 + |z| - knee))``: continuous
+    with a continuous first derivative, monotonic; ``knee <= 0`` returns ``z``."""
+    if knee <= 0:
+        return z
+    over = (z.abs() - knee).clamp_min(0.0)
+    return z + torch.sign(z) * (torch.log1p(over) - over)
+
+
+def expand_tails(y: Tensor, knee: float) -> Tensor:
+    """Inverse of :func:`compress_tails` (the excess over the knee is capped at 40 before
+    the exponential, beyond anything a flow trained on showers returns)."""
+    if knee <= 0:
+        return y
+    over = (y.abs() - knee).clamp(0.0, 40.0)
+    return y + torch.sign(y) * (torch.expm1(over) - over)
+
+
 @dataclass(frozen=True)
 class FlowPreprocessingConfig(ModelConfig):
     """The settings every flow family on this preprocessing shares, and their checks.
@@ -78,6 +100,9 @@ class FlowPreprocessingConfig(ModelConfig):
             parametric e+ showers). Used by sampling only.
         alpha: logit regulariser (CaloFlow: 1e-6).
         prepare_showers: training showers used to learn the preprocessing statistics.
+        tail_knee: where the logarithmic compression of the standardised Flow II variables
+            starts (:func:`compress_tails`); 0 turns it off (the default, and what every
+            model trained before it used).
 
     Raises:
         CaloforgeError: a setting out of range (the message names the family and the key).
@@ -92,6 +117,7 @@ class FlowPreprocessingConfig(ModelConfig):
     threshold_mev: float = 0.03
     alpha: float = 1e-6
     prepare_showers: int = 20000
+    tail_knee: float = 0.0
 
     def check_at_least_one(self, *names: str) -> None:
         """Raise :class:`CaloforgeError` for the first of ``names`` below 1."""
@@ -106,6 +132,8 @@ class FlowPreprocessingConfig(ModelConfig):
         if not (self.bound > 0 and self.noise_mev > 0 and self.threshold_mev >= 0):
             raise CaloforgeError(f"{self.family} bound and noise_mev must be positive and "
                                  "threshold_mev not negative")
+        if self.tail_knee < 0:
+            raise CaloforgeError(f"{self.family} tail_knee must not be negative (0: off)")
         if not 0 < self.alpha < 0.5:
             raise CaloforgeError(f"{self.family} alpha must be in (0, 0.5)")
 
@@ -118,12 +146,14 @@ class FlowPreprocessing(nn.Module):
         noise_mev: width of the uniform noise added to every voxel, MeV.
         threshold_mev: generated voxels below this are zero, MeV.
         alpha: the logit regulariser.
+        tail_knee: the Flow II variables' compression knee (:func:`compress_tails`; 0: off).
     """
 
     def __init__(self, geometry: Geometry, noise_mev: float, threshold_mev: float,
-                 alpha: float):
+                 alpha: float, tail_knee: float = 0.0):
         super().__init__()
         self.noise_mev, self.threshold_mev, self.alpha = noise_mev, threshold_mev, alpha
+        self.tail_knee = tail_knee
         sizes = [int(np.prod(layer.shape)) for layer in geometry.layers]
         self.n_layers, self.n_voxels = len(sizes), sum(sizes)
         membership = torch.zeros(self.n_voxels, self.n_layers)
@@ -176,7 +206,7 @@ class FlowPreprocessing(nn.Module):
         self.voxel_mean.copy_(x.mean(0))
         self.voxel_std.copy_(x.std(0).clamp_min(1e-1))
         standardised = ((x1 - self.flow1_mean) / self.flow1_std,
-                        (x - self.voxel_mean) / self.voxel_std)
+                        compress_tails((x - self.voxel_mean) / self.voxel_std, self.tail_knee))
         return tuple(float((z.abs() > b).any(-1).float().mean())
                      for z, b in zip(standardised, bounds, strict=True))
 
@@ -260,12 +290,13 @@ class FlowPreprocessing(nn.Module):
     def voxels_to_flow2(self, voxels: Tensor, layers: Tensor) -> Tensor:
         """Noisy voxels ``(B, n_voxels)`` MeV and their layer energies -> Flow II space."""
         x = logit(self.normalise(voxels, layers).clamp(0.0, 1.0), self.alpha)
-        return (x - self.voxel_mean) / self.voxel_std
+        return compress_tails((x - self.voxel_mean) / self.voxel_std, self.tail_knee)
 
     def flow2_to_voxels(self, x: Tensor, layers: Tensor, *, renormalise: bool = True,
                         threshold: bool = True) -> Tensor:
         """Flow II space -> voxels in MeV (exact inverse of :meth:`voxels_to_flow2` with
         ``renormalise=False, threshold=False``)."""
+        x = expand_tails(x, self.tail_knee)
         shares = expit(x * self.voxel_std + self.voxel_mean, self.alpha)
         if renormalise:
             shares = shares.clamp_min(0.0)

@@ -164,7 +164,8 @@ class CaloFlow(GenerativeModel):
     def __init__(self, geometry: Geometry, config: CaloFlowConfig, conditioning: Conditioning):
         super().__init__(geometry, config, conditioning)
         cfg = config
-        self.prep = FlowPreprocessing(geometry, cfg.noise_mev, cfg.threshold_mev, cfg.alpha)
+        self.prep = FlowPreprocessing(geometry, cfg.noise_mev, cfg.threshold_mev, cfg.alpha,
+                                      cfg.tail_knee)
         n_layers, n_voxels = self.prep.n_layers, self.prep.n_voxels
         lo, hi = conditioning.energy
         self.prep.log_energy_range.copy_(
