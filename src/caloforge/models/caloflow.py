@@ -88,8 +88,8 @@ STAGES = ("flow1", "teacher", "student")
 @dataclass(frozen=True)
 class CaloFlowConfig(FlowPreprocessingConfig):
     """CaloFlow settings (CPU-sized defaults; the papers' values in brackets); ``bins``
-    (8), ``bound``, ``noise_mev`` (1 keV), ``threshold_mev``, ``alpha`` (1e-6) and
-    ``prepare_showers`` are the shared
+    (8), ``bound``, ``noise_mev`` (1 keV), ``threshold_mev``, ``alpha`` (1e-6),
+    ``prepare_showers`` and ``tail_knee`` are the shared
     :class:`~caloforge.models._flowprep.FlowPreprocessingConfig`'s.
 
     Attributes:

@@ -83,8 +83,8 @@ ZUKO_BOUND = 5.0
 @dataclass(frozen=True)
 class CouplingFlowConfig(FlowPreprocessingConfig):
     """Coupling-flow settings (CPU-sized defaults); ``bins`` (both flows), ``bound``,
-    ``noise_mev``, ``threshold_mev``, ``alpha`` and ``prepare_showers`` are the shared
-    :class:`~caloforge.models._flowprep.FlowPreprocessingConfig`'s.
+    ``noise_mev``, ``threshold_mev``, ``alpha``, ``prepare_showers`` and ``tail_knee`` are
+    the shared :class:`~caloforge.models._flowprep.FlowPreprocessingConfig`'s.
 
     Attributes:
         flow1_transforms, flow1_hidden: Flow I (zuko NSF) autoregressive transforms and
