@@ -22,8 +22,12 @@ geometry has one, always included):
 - ``high``: ``log10(E_inc)`` and the shower-shape feature vector
   (:func:`caloforge.evaluate.observables.feature_matrix`).
 
-One difference: the inputs are standardised (mean 0, variance 1 per feature over the
-training split) before the network, which makes training converge in fewer epochs on CPU.
+One difference: the inputs are standardised before the network (mean 0, variance 1 per
+feature over the *reference* showers of the training split), which makes training converge
+in fewer epochs on CPU. The scale comes from the reference alone: with statistics pooled
+over both samples, a few far-off generated values (one shower in a thousand with a stray
+deposit) inflate a feature's spread until the network can no longer see the feature, and
+the model that makes them scores a lower AUC than one that does not.
 
 References:
     C. Krause, D. Shih, "CaloFlow: fast and accurate generation of calorimeter showers
@@ -206,7 +210,8 @@ def _splits(reference: np.ndarray, generated: np.ndarray, seed: int,
     Returns:
         ``([(x, y) for train, validation, test], showers per sample in train)``; ``y`` is
         1 for reference and 0 for generated showers (as the CaloChallenge), ``x`` float32
-        standardised with the training split's mean and standard deviation.
+        standardised with the mean and standard deviation of the training split's
+        reference showers (generated outliers must not set the scale).
 
     Raises:
         CaloforgeError: when a split would hold fewer than 4 showers.
@@ -224,9 +229,9 @@ def _splits(reference: np.ndarray, generated: np.ndarray, seed: int,
         parts.append((x.astype(np.float32, copy=False), y.astype(np.float32)))
     if min(len(y) for _, y in parts) < 4:
         raise CaloforgeError(f"too few showers for the classifier test ({n} per sample)")
-    x_train = parts[0][0]
-    mean = x_train.mean(axis=0, dtype=np.float64)
-    std = x_train.std(axis=0, dtype=np.float64)
+    x_reference = parts[0][0][:len(ref_idx[0])]
+    mean = x_reference.mean(axis=0, dtype=np.float64)
+    std = x_reference.std(axis=0, dtype=np.float64)
     std[std < 1e-8] = 1.0
     for x, _ in parts:
         x -= mean.astype(np.float32)
