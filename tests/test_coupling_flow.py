@@ -389,3 +389,44 @@ def test_a_flow_with_compressed_tails_exports_with_parity(tmp_path):
     model.training_step(fake_batch(geometry, 8), step=1)
     contract = export_onnx(model.eval(), tmp_path / "knee.onnx")
     assert contract["parity"]["passed"]
+
+
+# ---- resampling showers that leave the training range ------------------------------------
+
+
+def test_resampled_showers_stay_inside_the_training_range():
+    geometry = get_geometry("atlas89")
+    showers = fake_showers(geometry, 200)
+    torch.manual_seed(0)
+    model = build_model("coupling-flow", geometry, TINY.replace(resample_outliers=40),
+                        Conditioning.from_showers(showers)).eval()
+    model.prepare(showers)
+    # the stored maximum is reached by the training showers and never exceeded
+    noisy = model.prep.add_noise(torch.as_tensor(showers.voxels),
+                                 torch.Generator().manual_seed(1))
+    x2 = model.prep.voxels_to_flow2(noisy, model.prep.layer_energies(noisy))
+    assert torch.equal(x2.amax(0), model.flow2_max)
+    # a range most sampled showers leave: each voxel's 98th percentile of fresh samples
+    conditions = torch.as_tensor(showers.conditions()[:150])
+    with torch.no_grad():
+        fresh, _, _ = model._invert_flows(model.draw_latent(2000),
+                                          conditions.repeat(14, 1)[:2000])
+        model.flow2_max.copy_(fresh.quantile(0.98, dim=0))
+        outside = (model._invert_flows(model.draw_latent(150), conditions)[0]
+                   > model.flow2_max).any(-1).float().mean()
+    assert outside > 0.5
+    seen = []
+    to_voxels = model.prep.flow2_to_voxels
+    model.prep.flow2_to_voxels = lambda x, layers: seen.append(x) or to_voxels(x, layers)
+    out = model.sample(conditions, generator=torch.Generator().manual_seed(3))
+    assert out.shape == (150, geometry.n_voxels) and (out >= 0).all()
+    assert not (torch.cat(seen) > model.flow2_max).any()
+    # the stored maximum travels with the weights; without the setting there is none
+    again = build_model("coupling-flow", geometry, TINY.replace(resample_outliers=40),
+                        Conditioning.from_showers(showers))
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.flow2_max, model.flow2_max)
+    assert "flow2_max" not in build_model("coupling-flow", geometry, TINY,
+                                          Conditioning()).state_dict()
+    with pytest.raises(CaloforgeError, match="resample_outliers"):
+        CouplingFlowConfig(resample_outliers=-1)

@@ -292,6 +292,19 @@ class FlowPreprocessing(nn.Module):
         x = logit(self.normalise(voxels, layers).clamp(0.0, 1.0), self.alpha)
         return compress_tails((x - self.voxel_mean) / self.voxel_std, self.tail_knee)
 
+    @torch.no_grad()
+    def flow2_maximum(self, showers: ShowerSet, piece: int = 20_000) -> Tensor:
+        """The largest value each Flow II variable takes over ``showers`` (noise seed 1),
+        ``(n_voxels,)``, taken ``piece`` showers at a time."""
+        generator = torch.Generator().manual_seed(1)
+        top = torch.full((self.n_voxels,), -math.inf)
+        for i in range(0, len(showers), piece):
+            noisy = self.add_noise(torch.as_tensor(showers.voxels[i:i + piece],
+                                                   dtype=torch.float32), generator)
+            top = torch.maximum(top, self.voxels_to_flow2(noisy, self.layer_energies(noisy))
+                                .amax(0))
+        return top
+
     def flow2_to_voxels(self, x: Tensor, layers: Tensor, *, renormalise: bool = True,
                         threshold: bool = True) -> Tensor:
         """Flow II space -> voxels in MeV (exact inverse of :meth:`voxels_to_flow2` with

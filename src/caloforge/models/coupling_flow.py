@@ -33,6 +33,15 @@ by their layer energy, logit, standardised; conditions as ``log10 E_inc`` scaled
 ``[0, 1]`` (the angle, where present, scaled to ``[0, 1]`` over its trained range).
 Sampled voxels below ``threshold_mev`` are set to zero, as a readout threshold would.
 
+Outliers (``resample_outliers``): a flow's tails reach values no training shower had,
+and one sampled shower in a few thousand comes out with a stray far deposit that moves
+its centroid out of anything in the training data. With ``resample_outliers = n``, Flow
+II's noise is drawn again, up to ``n`` times, for a sampled shower whose Flow II variable
+exceeds the largest value that voxel took in the training showers (stored with the model):
+rejection sampling on the training range, in :meth:`CouplingFlow.sample` only; ``decode``
+(and the exported graph) stays a fixed map of its noise. Only the upper side is checked:
+below it a voxel ends under the readout threshold anyway.
+
 Both flows train together, one likelihood step per batch (``loss = NLL_I + NLL_II``), one
 Adam optimiser with a cosine decay over ``lr_steps``. No teacher, no distillation.
 
@@ -96,6 +105,9 @@ class CouplingFlowConfig(FlowPreprocessingConfig):
         lr_floor: final learning-rate fraction.
         grad_clip: gradient-norm clip per step.
         seed: seeds Flow II's permutations.
+        resample_outliers: how many times a sampled shower with a Flow II variable above
+            the training showers' largest value is drawn again (module docstring); 0 turns
+            it off (the default, and what every model trained before it does).
 
     Raises:
         CaloforgeError: a setting out of range.
@@ -113,11 +125,14 @@ class CouplingFlowConfig(FlowPreprocessingConfig):
     lr_floor: float = 0.02
     grad_clip: float = 10.0
     seed: int = 0
+    resample_outliers: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_at_least_one("flow1_transforms", "flow1_hidden", "blocks", "hidden",
                                 "layers", "lr_steps")
+        if self.resample_outliers < 0:
+            raise CaloforgeError("coupling-flow resample_outliers must not be negative (0: off)")
         if not (self.lr > 0 and self.grad_clip > 0):
             raise CaloforgeError("coupling-flow lr and grad_clip must be positive")
         if not 0 < self.lr_floor <= 1:
@@ -180,6 +195,9 @@ class CouplingFlow(GenerativeModel):
                                 cfg.bins)
         self.flow2 = CouplingStack(n_voxels, n_cond + n_layers, cfg.hidden, cfg.layers, cfg.bins,
                                 cfg.bound, cfg.blocks, seed=cfg.seed)
+        if cfg.resample_outliers:
+            # each Flow II variable's largest value over the training showers (prepare)
+            self.register_buffer("flow2_max", torch.full((n_voxels,), math.inf))
 
     def mflop_by_flow(self) -> dict[str, float]:
         """Network multiply-adds of one sampled shower, times two, in MFLOP, per flow:
@@ -203,6 +221,8 @@ class CouplingFlow(GenerativeModel):
 
     def prepare(self, showers: ShowerSet) -> None:
         self.prep.fit_showers(showers, self.config, self.conditioning.energy, ZUKO_BOUND)
+        if self.config.resample_outliers:
+            self.flow2_max.copy_(self.prep.flow2_maximum(showers))
 
     def configure_optimizers(self) -> None:
         params = list(self.flow1.parameters()) + list(self.flow2.parameters())
@@ -276,10 +296,47 @@ class CouplingFlow(GenerativeModel):
         pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK)
         if pieces is not None:
             return pieces
+        x2, layers, _ = self._invert_flows(latent, conditions)
+        return self.prep.flow2_to_voxels(x2, layers)
+
+    def _invert_flows(self, latent: Tensor, conditions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Flow II's variables ``(N, n_voxels)``, the layer energies ``(N, L)`` MeV and
+        Flow II's context for ``latent`` and ``conditions`` (as :meth:`decode`)."""
         n_layers = self.prep.n_layers
         context = self._context(conditions)
         x1 = self.flow1.inverse(latent[:, :n_layers], context)
         layers = self.prep.flow1_to_layers(x1, conditions[:, 0])
         c2 = self._flow2_context(context, layers.clamp_min(1e-6))
-        x2 = self.flow2.inverse(latent[:, n_layers:], c2)
+        return self.flow2.inverse(latent[:, n_layers:], c2), layers, c2
+
+    @torch.no_grad()
+    def sample(self, conditions: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """As :meth:`GenerativeModel.sample`; with ``resample_outliers`` a shower whose
+        Flow II variable exceeds the training showers' largest value gets new Flow II
+        noise, up to that many times (module docstring)."""
+        if not self.config.resample_outliers:
+            return super().sample(conditions, generator)
+        was_training = self.training
+        self.eval()
+        try:
+            latent = self.draw_latent(len(conditions), generator)
+            conditions = conditions.to(latent.device, torch.float32)
+            n = latent.shape[0]
+            piece = _CPU_CHUNK if latent.device.type == "cpu" else max(n, 1)
+            return torch.cat([self._sample_within_range(latent[i:i + piece],
+                                                        conditions[i:i + piece], generator)
+                              for i in range(0, n, piece)])
+        finally:
+            self.train(was_training)
+
+    def _sample_within_range(self, latent: Tensor, conditions: Tensor,
+                             generator: torch.Generator | None) -> Tensor:
+        x2, layers, c2 = self._invert_flows(latent, conditions)
+        for _ in range(self.config.resample_outliers):
+            again = (x2 > self.flow2_max).any(-1).nonzero()[:, 0]
+            if len(again) == 0:
+                break
+            noise = torch.randn((len(again), self.prep.n_voxels), generator=generator,
+                                device=x2.device)
+            x2[again] = self.flow2.inverse(noise, c2[again])
         return self.prep.flow2_to_voxels(x2, layers)
