@@ -383,12 +383,15 @@ def test_a_flow_with_compressed_tails_exports_with_parity(tmp_path):
 
     torch.manual_seed(0)
     geometry = tiny_geometry(("energy",))
-    model = build_model("coupling-flow", geometry, TINY.replace(tail_knee=1.0),
+    model = build_model("coupling-flow", geometry,
+                        TINY.replace(tail_knee=1.0, resample_outliers=3),
                         conditioning_for(geometry))
     model.configure_optimizers()
     model.training_step(fake_batch(geometry, 8), step=1)
     contract = export_onnx(model.eval(), tmp_path / "knee.onnx")
     assert contract["parity"]["passed"]
+    # the graph is decode: the contract says that it does not resample
+    assert any("does not" in note for note in contract["sampling_notes"])
 
 
 # ---- resampling showers that leave the training range ------------------------------------

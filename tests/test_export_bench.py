@@ -66,6 +66,7 @@ def test_contract_documents_inputs_outputs_and_layout(tmp_path):
     assert sum(sizes) == model.geometry.n_voxels
     assert [layer["offset"] for layer in out["layers"]] == list(np.cumsum([0] + sizes[:-1]))
     assert contract["family"] == "calogan" and contract["geometry"] == model.geometry.name
+    assert contract["sampling_notes"] == []  # the graph is what sample() runs
 
 
 def test_failed_parity_leaves_no_file(tmp_path, monkeypatch):

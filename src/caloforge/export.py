@@ -156,6 +156,7 @@ def _contract(model: GenerativeModel, opset: int, parity: dict | None) -> dict:
              "unit": "MeV", "note": "deposited energy per voxel, layers concatenated in "
              "order, each layer flattened row-major (C order)", "layers": layers},
         ],
+        "sampling_notes": model.export_notes(),
         "parity": parity,
     }
 

@@ -401,5 +401,10 @@ class GenerativeModel(nn.Module):
         finally:
             self.train(was_training)
 
+    def export_notes(self) -> list[str]:
+        """How the exported graph (:meth:`decode`) differs from :meth:`sample`, one sentence
+        each; the ONNX contract lists them (none by default)."""
+        return []
+
     def extra_repr(self) -> str:
         return f"family={self.family!r}, geometry={self.geometry.name!r}"

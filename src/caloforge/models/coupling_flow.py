@@ -329,6 +329,15 @@ class CouplingFlow(GenerativeModel):
         finally:
             self.train(was_training)
 
+    def export_notes(self) -> list[str]:
+        rounds = self.config.resample_outliers
+        if not rounds:
+            return []
+        return [f"caloforge's sampler draws Flow II's noise again (up to {rounds} times) for a "
+                "shower with a Flow II variable above the training showers' largest value; "
+                "this graph does not, so its showers include those rare outliers (stray far "
+                "deposits)"]
+
     def _sample_within_range(self, latent: Tensor, conditions: Tensor,
                              generator: torch.Generator | None) -> Tensor:
         x2, layers, c2 = self._invert_flows(latent, conditions)
