@@ -325,7 +325,7 @@ class CouplingFlow(GenerativeModel):
             piece = _CPU_CHUNK if latent.device.type == "cpu" else max(n, 1)
             return torch.cat([self._sample_within_range(latent[i:i + piece],
                                                         conditions[i:i + piece], generator)
-                              for i in range(0, n, piece)])
+                              for i in range(0, max(n, 1), piece)])
         finally:
             self.train(was_training)
 
