@@ -13,7 +13,6 @@ setting is on at training time (docs/coupling-flow.md). The flows' weights are u
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -43,7 +42,6 @@ def main() -> None:
         **ckpt["model_state"], "flow2_max": torch.zeros(showers.geometry.n_voxels)}})
     maximum = model.prep.flow2_maximum(showers)
     ckpt["model_state"]["flow2_max"] = maximum
-    assert dataclasses.asdict(model.config)["resample_outliers"] == args.rounds
     args.out.mkdir(parents=True, exist_ok=True)
     for path in args.run.iterdir():  # log and config travel with the copy
         if path.is_file() and path.name != "checkpoint.pt":

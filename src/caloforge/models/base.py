@@ -366,18 +366,28 @@ class GenerativeModel(nn.Module):
         """
         raise NotImplementedError
 
-    def decode_in_pieces(self, latent: Tensor, conditions: Tensor, piece: int) -> Tensor | None:
-        """:meth:`decode` in pieces of ``piece`` showers, for CPU inference on large
-        batches, where pieces that fit in the cache run faster and bound the memory of the
-        activations. ``None`` when one pass is wanted: training, other devices, batches of
-        at most ``piece`` showers, and while exporting (an ONNX graph has a symbolic batch
-        size). Showers are independent in inference (batch norm on running statistics)."""
+    def decode_in_pieces(self, latent: Tensor, conditions: Tensor, piece: int,
+                         decode: Callable[[Tensor, Tensor], Tensor] | None = None
+                         ) -> Tensor | None:
+        """:meth:`decode` (or ``decode``, a function of the same arguments) in pieces of
+        ``piece`` showers, for CPU inference on large batches, where pieces that fit in the
+        cache run faster and bound the memory of the activations. ``None`` when one pass is
+        wanted: training, other devices, batches of at most ``piece`` showers, and while
+        exporting (an ONNX graph has a symbolic batch size). Showers are independent in
+        inference (batch norm on running statistics)."""
         n = latent.shape[0]  # not len(): that fixes the batch size in an exported graph
         if (self.training or latent.device.type != "cpu" or torch.compiler.is_exporting()
                 or n <= piece):
             return None
-        return torch.cat([self.decode(latent[i:i + piece], conditions[i:i + piece])
+        decode = decode or self.decode
+        return torch.cat([decode(latent[i:i + piece], conditions[i:i + piece])
                           for i in range(0, n, piece)])
+
+    def decode_sample(self, latent: Tensor, conditions: Tensor,
+                      generator: torch.Generator | None) -> Tensor:
+        """What :meth:`sample` makes of its drawn latent: :meth:`decode` here; a family
+        whose sampling draws more noise than the latent (``generator``) overrides this."""
+        return self.decode(latent, conditions)
 
     @torch.no_grad()
     def sample(self, conditions: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -397,7 +407,8 @@ class GenerativeModel(nn.Module):
         self.eval()
         try:
             latent = self.draw_latent(len(conditions), generator)
-            return self.decode(latent, conditions.to(latent.device, torch.float32))
+            return self.decode_sample(latent, conditions.to(latent.device, torch.float32),
+                                      generator)
         finally:
             self.train(was_training)
 

@@ -67,6 +67,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -309,25 +310,16 @@ class CouplingFlow(GenerativeModel):
         c2 = self._flow2_context(context, layers.clamp_min(1e-6))
         return self.flow2.inverse(latent[:, n_layers:], c2), layers, c2
 
-    @torch.no_grad()
-    def sample(self, conditions: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """As :meth:`GenerativeModel.sample`; with ``resample_outliers`` a shower whose
-        Flow II variable exceeds the training showers' largest value gets new Flow II
-        noise, up to that many times (module docstring)."""
+    def decode_sample(self, latent: Tensor, conditions: Tensor,
+                      generator: torch.Generator | None) -> Tensor:
+        """:meth:`decode`; with ``resample_outliers`` a shower whose Flow II variable exceeds
+        the training showers' largest value gets new Flow II noise from ``generator``, up
+        to that many times (module docstring)."""
         if not self.config.resample_outliers:
-            return super().sample(conditions, generator)
-        was_training = self.training
-        self.eval()
-        try:
-            latent = self.draw_latent(len(conditions), generator)
-            conditions = conditions.to(latent.device, torch.float32)
-            n = latent.shape[0]
-            piece = _CPU_CHUNK if latent.device.type == "cpu" else max(n, 1)
-            return torch.cat([self._sample_within_range(latent[i:i + piece],
-                                                        conditions[i:i + piece], generator)
-                              for i in range(0, max(n, 1), piece)])
-        finally:
-            self.train(was_training)
+            return self.decode(latent, conditions)
+        resample = functools.partial(self._sample_within_range, generator=generator)
+        pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK, resample)
+        return pieces if pieces is not None else resample(latent, conditions)
 
     def export_notes(self) -> list[str]:
         rounds = self.config.resample_outliers
