@@ -5,7 +5,9 @@ seed and generation seed, so the two samples are the ones the card was measured 
 WORKDIR, checks that the sample-level figures (FPD, worst separation power) came out as
 the card has them, and rewrites the AUCs in ``card.json`` and ``card.md`` (table, summary,
 the targets line), with a line saying when and why they were re-measured. Everything else
-on the card stays as ``benchmarks/pretrained_card.py`` wrote it.
+on the card stays as ``benchmarks/pretrained_card.py`` wrote it. With ``--other-sample``
+(the sampler changed, so the same commands draw another sample) the figures stay and a
+dated line gives the new sample's AUCs, FPD and worst separation power.
 
     python benchmarks/remeasure_card.py calogan-eplus --workdir /tmp/re_eplus \\
         --why "the classifier's inputs standardised on the reference showers alone"
@@ -32,6 +34,10 @@ def main() -> None:
     ap.add_argument("--why", required=True, help="why the AUCs were re-measured, for the card")
     ap.add_argument("--skip-measure", action="store_true",
                     help="reuse WORKDIR/eval/metrics.json")
+    ap.add_argument("--other-sample", action="store_true",
+                    help="the sampler changed, so the card's commands now draw another "
+                         "sample: keep the card's figures and add a dated line with this "
+                         "sample's AUCs, FPD and worst separation power")
     args = ap.parse_args()
 
     folder = PRETRAINED / args.name
@@ -46,6 +52,9 @@ def main() -> None:
         subprocess.run(card["evaluation_command"], shell=True, cwd=work, check=True)
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     figures = card["figures"]
+    if args.other_sample:
+        add_other_sample(args.name, folder, card, metrics, args.why)
+        return
 
     # the samples must be the card's: FPD and separation power do not involve the classifier
     fpd, sep = metrics["fpd"][0], max(metrics["separation_power"].values())
@@ -92,6 +101,30 @@ def main() -> None:
     (folder / "card.md").write_text(text)
     print(f"{args.name}: AUC " + ", ".join(f"{k} {old[k]:.4f} -> {figures[f'auc_{k}']:.4f}"
                                            for k in kinds))
+
+
+def add_other_sample(name: str, folder: Path, card: dict, metrics: dict, why: str) -> None:
+    """Keep the card's figures and say, in a dated line of ``card.md`` (after the AUC
+    table) and ``card.json`` (``other_sample``), what the sample the card's commands
+    draw now gives."""
+    kinds = [k for k in KINDS if f"auc_{k}" in card["figures"]]
+    auc = " / ".join(f"{metrics['classifier'][k]['auc']:.3f}" for k in kinds)
+    fpd, fpd_error = metrics["fpd"][0], metrics["fpd"][1]
+    worst = max(metrics["separation_power"], key=metrics["separation_power"].get)
+    line = (f"{datetime.date.today().isoformat()}: {why}; the card's commands now draw "
+            f"another sample, on which AUC {'/'.join(kinds)} {auc}, FPD {fpd:.4f} ± "
+            f"{fpd_error:.4f}, worst separation power "
+            f"{metrics['separation_power'][worst]:.4f} ({worst})")
+    card["other_sample"] = line
+    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    text = re.sub(r"^- [0-9-]{10}: .*the card's commands now draw another sample.*\n", "",
+                  (folder / "card.md").read_text(), flags=re.M)
+    text, n = re.subn(r"^(\| \|.*\|\n\n)", rf"\g<1>- {line}\n", text, count=1,
+                      flags=re.M)
+    if n != 1:
+        raise SystemExit(f"{name}: no AUC row in card.md")
+    (folder / "card.md").write_text(text)
+    print(f"{name}: {line}")
 
 
 if __name__ == "__main__":
