@@ -139,6 +139,55 @@ def test_permutations_are_a_checkpointed_bijection():
     assert not torch.equal(other.gather0, flow.gather0)
 
 
+def test_alternating_splits_transform_every_feature_in_half_the_blocks():
+    """Independent random splits leave features untransformed (the shipped 6-block calogan
+    flows: 12 of 504 voxels kept their base distribution); alternating splits give every
+    feature one transform per pair of blocks (one feature two when the count is odd), and
+    stay a bijection."""
+    def stack(features, blocks, alternating, seed=0):
+        return CouplingStack(features=features, context=1, hidden=4, layers=1, bins=3,
+                             bound=3.0, blocks=blocks, seed=seed, alternating=alternating)
+
+    # random splits: as drawn before the setting existed (one randperm per block)
+    old = stack(504, 6, False)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(old.gather0, torch.randperm(504, generator=gen))
+    assert (old.coverage() == 0).sum() == 12
+    for features, blocks in ((504, 6), (504, 8), (89, 8), (9, 3)):
+        count = stack(features, blocks, True).coverage()
+        assert count.min() >= blocks // 2, (features, blocks)
+        if features % 2 == 0 and blocks % 2 == 0:
+            assert (count == blocks // 2).all()
+    # a block's conditioning half is the half the block before it transformed
+    flow = stack(10, 4, True).double()
+    for p in flow.parameters():
+        p.data.normal_(0.0, 0.3)
+    x, c = torch.randn(20, 10, dtype=torch.float64), torch.rand(20, 1, dtype=torch.float64)
+    z, _ = flow.transform(x, c)
+    np.testing.assert_allclose(flow.inverse(z, c).detach().numpy(), x.numpy(), atol=1e-8)
+    held = torch.arange(10)
+    transformed = None
+    for k, block in enumerate(flow.blocks):
+        held = held[flow._gather(k)]
+        if k % 2 == 1:
+            assert set(held[:block.n_a].tolist()) == transformed
+        transformed = set(held[block.n_a:].tolist())
+
+
+def test_training_warns_when_random_splits_leave_voxels_untransformed():
+    geometry = get_geometry("calogan")
+    showers = fake_showers(geometry, 80)
+    conditioning = Conditioning.from_showers(showers)
+    with pytest.warns(UserWarning, match=r"12 of the 504 voxels are transformed by none of "
+                                         r"the 6 blocks' random splits"):
+        build_model("coupling-flow", geometry, TINY.replace(blocks=6, permutations="random"),
+                    conditioning).prepare(showers)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*transformed by none")
+        build_model("coupling-flow", geometry, TINY.replace(blocks=6), conditioning
+                    ).prepare(showers)
+
+
 def test_mflop_count_is_the_network_weights():
     geometry = get_geometry("calogan")
     model = build_model("coupling-flow", geometry, {}, Conditioning())
@@ -216,6 +265,8 @@ def test_config_checks():
         CouplingFlowConfig(alpha=0.7)
     with pytest.raises(CaloforgeError, match="unknown setting"):
         CouplingFlowConfig.from_dict({"hiden": 3})
+    with pytest.raises(CaloforgeError, match="permutations must be 'random' or 'alternating'"):
+        CouplingFlowConfig(permutations="shuffled")
 
 
 def test_learning_rate_follows_a_cosine_over_lr_steps():

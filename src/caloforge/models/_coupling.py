@@ -113,8 +113,8 @@ def spline_inverse(y: Tensor, params: Tensor, bins: int, bound: float) -> Tensor
     """
     batch, _, features = params.shape
     cum = params[:, :2 * bins].clamp(-LIMIT, LIMIT).exp_().view(batch, 2, bins, features)
-    if torch.compiler.is_exporting():
-        cum = torch.cumsum(cum, dim=2)  # one CumSum node in an ONNX graph
+    if torch.compiler.is_exporting() or cum.device.type != "cpu":
+        cum = torch.cumsum(cum, dim=2)  # one CumSum node in an ONNX graph, one GPU kernel
     else:
         # in place, bin after bin: a third of torch.cumsum's time over this middle
         # dimension on a CPU (the same sums in the same order)
@@ -208,16 +208,30 @@ class CouplingStack(nn.Module):
         features, context, hidden, layers, bins, bound: see :class:`CouplingBlock`.
         blocks: number of coupling blocks.
         seed: seeds the permutations.
+        alternating: every second block transforms the half the block before it read
+            (each half shuffled): each pair of blocks transforms every feature once (one of
+            them twice for an odd feature count). Otherwise each block's split is drawn
+            independently, so
+            a feature is transformed by a binomial number of blocks: with 6 blocks one in
+            64 by none (the identity: it keeps its base distribution) and 6 in 64 by one.
     """
 
     def __init__(self, features: int, context: int, hidden: int, layers: int, bins: int,
-                 bound: float, blocks: int, seed: int = 0):
+                 bound: float, blocks: int, seed: int = 0, alternating: bool = False):
         super().__init__()
         self.features = features
         self.blocks = nn.ModuleList(CouplingBlock(features, context, hidden, layers, bins,
                                                   bound) for _ in range(blocks))
         gen = torch.Generator().manual_seed(seed)
-        orders = [torch.randperm(features, generator=gen) for _ in range(blocks)]
+        n_a = features // 2
+        orders: list[Tensor] = []
+        for k in range(blocks):
+            if alternating and k % 2 == 1:
+                read, moved = orders[-1][:n_a], orders[-1][n_a:]
+                orders.append(torch.cat([moved[torch.randperm(len(moved), generator=gen)],
+                                         read[torch.randperm(n_a, generator=gen)]]))
+            else:
+                orders.append(torch.randperm(features, generator=gen))
         # input_k = output_{k-1}[:, gather_k] (output_{-1}: the data in natural order);
         # scatter_k undoes gather_k; the latent is the last output in natural order
         previous = torch.arange(features)
@@ -232,6 +246,16 @@ class CouplingStack(nn.Module):
 
     def _gather(self, k: int) -> Tensor:
         return getattr(self, f"gather{k}")
+
+    def coverage(self) -> Tensor:
+        """``(D,)``: how many blocks transform each feature (natural order); a feature no
+        block transforms keeps the base distribution."""
+        held = torch.arange(self.features, device=self.gather_out.device)
+        count = torch.zeros(self.features, dtype=torch.long, device=held.device)
+        for k, block in enumerate(self.blocks):
+            held = held[self._gather(k)]
+            count[held[block.n_a:]] += 1
+        return count
 
     def transform(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         """Density direction ``x -> z``: ``(z (B, D), log |det dz/dx| (B,))``."""
