@@ -108,8 +108,8 @@ class CouplingFlowConfig(FlowPreprocessingConfig):
         seed: seeds Flow II's permutations.
         permutations: ``"random"`` (every block's split drawn independently; what every
             model trained before this setting has) or ``"alternating"`` (every second block
-            transforms the half the block before it read, so each voxel is transformed by
-            half the blocks; with random splits 6 blocks leave about one voxel in 64
+            transforms the half the block before it read, so each pair of blocks transforms
+            every voxel once; with random splits 6 blocks leave about one voxel in 64
             untransformed, see :meth:`CouplingStack.coverage`).
         resample_outliers: how many times a sampled shower with a Flow II variable above
             the training showers' largest value is drawn again (module docstring); 0 turns
