@@ -21,10 +21,7 @@ import json
 import re
 from pathlib import Path
 
-from pretrained_card import PRETRAINED, TARGET_MS
-
-GEANT4 = ("Geant4 11.4 (electromagnetic physics, data-free models) takes 1093 ms per "
-          "calogan e+ shower on this machine class")
+from pretrained_card import PRETRAINED, TARGET_MS, speed_figures, speed_line, speed_target
 
 
 def timing(rows: list[dict], name: str, batch: int, backend: str) -> float | None:
@@ -58,16 +55,12 @@ def rewrite(name: str, ms: float, ms1: float, onnx: float | None, note: str) -> 
     Runtime's at batch 10,000 when timed) into the card of ``name``."""
     folder = PRETRAINED / name
     card = json.loads((folder / "card.json").read_text())
-    figures = card["figures"]
-    figures["ms_per_shower_batch_10000_torch_2_threads"] = round(ms, 4)
-    figures["ms_per_shower_batch_1_torch_2_threads"] = round(ms1, 2)
-    if onnx is not None:
-        figures["ms_per_shower_batch_10000_onnxruntime_2_threads"] = round(onnx, 4)
+    card["figures"].update(speed_figures(round(ms, 4), round(ms1, 2),
+                                         None if onnx is None else round(onnx, 4)))
     (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
 
     onnx_text = f"; ONNX Runtime {onnx:.3f} ms at batch 10,000" if onnx is not None else ""
-    line = (f"- speed: {ms:.3f} ms per shower at batch 10,000, {ms1:.1f} ms at batch 1 "
-            f"(torch, 2 threads, shared 2-core AMD EPYC, {note}{onnx_text}); {GEANT4}")
+    line = speed_line(ms, ms1, f"torch, 2 threads, shared 2-core AMD EPYC, {note}{onnx_text}")
     text = (folder / "card.md").read_text()
     text, n = re.subn(r"^- speed: .*$", line.replace("\\", r"\\"), text, count=1,
                       flags=re.M)
@@ -77,8 +70,8 @@ def rewrite(name: str, ms: float, ms1: float, onnx: float | None, note: str) -> 
     def targets(match: re.Match) -> str:
         items = [i for i in match.group(1).split("; ")
                  if i != "none" and not i.startswith(f"{TARGET_MS} ms per shower")]
-        if ms > TARGET_MS:
-            items.append(f"{TARGET_MS} ms per shower ({ms:.3f} ms)")
+        if speed_target(ms):
+            items.append(speed_target(ms))
         return f"- Targets not yet met: {'; '.join(items) or 'none'}."
 
     text, n = re.subn(r"^- Targets not yet met: (.*)\.$", targets, text, count=1, flags=re.M)
