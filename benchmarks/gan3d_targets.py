@@ -40,7 +40,7 @@ def ecal_response(showers) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     from caloforge.data import read_showers
-    from caloforge.evaluate.clic51 import _axes, correlation_matrix, shower_features
+    from caloforge.evaluate.clic51 import FEATURE_NAMES, _axes, correlation_matrix, shower_features
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("reference")
@@ -85,6 +85,11 @@ def main() -> None:
     off = ~np.eye(len(diff), dtype=bool)
     print(f"correlation difference (13 features): max {np.abs(diff[off]).max():.3f}, "
           f"mean {np.abs(diff[off]).mean():.3f}")
+    upper = np.triu_indices(len(diff), k=1)
+    worst = np.argsort(-np.abs(diff[upper]))[:3]
+    print("  largest (reference - generated): " + ", ".join(
+        f"{FEATURE_NAMES[upper[0][k]]} / {FEATURE_NAMES[upper[1][k]]} "
+        f"{diff[upper][k]:+.2f}" for k in worst))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,23 @@ def test_generate_applies_the_training_data_threshold(trained, capsys):
     assert np.any((v > 0) & (v < 0.5))
 
 
+def test_generate_threads_sets_torch_threads(trained, capsys):
+    import torch
+
+    root, _, rundir = trained
+    before = torch.get_num_threads()
+    try:
+        code, _, err = run_cli(["generate", rundir, "-n", 8, "--threads", 1, "-o",
+                                root / "thr.h5", "-q"], capsys)
+        assert code == 0, err
+        assert torch.get_num_threads() == 1
+        code, _, err = run_cli(["generate", rundir, "-n", 8, "--threads", 0, "-o",
+                                root / "thr0.h5", "-q"], capsys)
+        assert code != 0 and "--threads" in err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_generation_is_reproducible_and_batch_independent(trained, capsys):
     root, _, rundir = trained
     for name, batch in (("a.h5", 16), ("b.h5", 16), ("c.h5", 7)):

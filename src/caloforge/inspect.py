@@ -98,13 +98,13 @@ def summary_text(path: str | Path, s: dict) -> str:
     if s["overflow"] is not None:
         lines.append("overflow   " + "  ".join(f"{x:.4g}" for x in s["overflow"]) +
                      "  MeV (mean per layer)")
-    lines.append("layer          fraction   non-zero cells")
+    lines.append("layer          energy fraction   occupancy (fraction of cells non-zero)")
     shown = range(g.n_layers)
     if g.n_layers > 12:  # keep one screen: every other layer of deep calorimeters
         shown = range(0, g.n_layers, 2)
     for i in shown:
-        lines.append(f"  {g.layers[i].name:<12} {s['fractions'][i]:8.4f}   "
-                     f"{s['nonzero'][i]:8.3f}")
+        lines.append(f"  {g.layers[i].name:<12} {s['fractions'][i]:15.4f}   "
+                     f"{s['nonzero'][i]:9.3f}")
     if g.n_layers > 12:
         lines.append("  (every other layer shown)")
     return "\n".join(lines)

@@ -20,6 +20,9 @@ from caloforge.cli._options import RangeType, seed_option
               help="Showers per forward pass and per written chunk.")
 @seed_option(0)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch CPU threads (leave cores to others on a shared machine). "
+              "[default: torch's, one per core]")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output HDF5 file, in the layout of the training data.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -30,8 +33,8 @@ from caloforge.cli._options import RangeType, seed_option
 @click.option("--threshold", type=click.FloatRange(min=0.0), default=None,
               help="Readout threshold in MeV per voxel: generated deposits below it are set "
               "to 0. [default: the threshold recorded with the training data, if any]")
-def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet, sampler,
-             flow, threshold) -> None:
+def generate(rundir, n, energy, angle, batch_size, seed, device, threads, output, quiet,
+             sampler, flow, threshold) -> None:
     """Generate N showers from the model trained in RUNDIR (a run directory or the name
     of a pretrained model, see `caloforge models`).
 
@@ -39,14 +42,19 @@ def generate(rundir, n, energy, angle, batch_size, seed, device, output, quiet, 
     Examples:
       caloforge generate runs/eplus -n 100000 --energy 1:100 -o eplus_calogan.h5
       caloforge generate runs/cf_eplus -n 1000 --sampler teacher -o cf_teacher.h5
+      caloforge generate calogan-eplus -n 100000 --threads 1 -o eplus.h5
     """
     import time
+
+    import torch
 
     from caloforge.errors import CaloforgeError
     from caloforge.generate import generate_to_file
 
     if flow is not None and sampler not in (None, flow):
         raise CaloforgeError("give --sampler only (--flow is its deprecated name)")
+    if threads is not None:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
         path = generate_to_file(rundir, output, n, energy_range=energy, angle_range=angle,
