@@ -108,9 +108,25 @@ def test_models_command_lists_cards(env_root, capsys, monkeypatch):
     code, out, err = run_cli(["models"], capsys)
     assert code == 0, err
     assert NAME in out and "calogan calogan eplus" in out and "auc_low 0.99" in out
+    code, out, err = run_cli(["models", "--all-figures"], capsys)
+    assert code == 0 and "steps 1, auc_low 0.99" in out
     monkeypatch.setenv(PRETRAINED_ENV, str(env_root / "empty"))
     code, out, _ = run_cli(["models"], capsys)
     assert code == 0 and "no pretrained models" in out
+
+
+def test_models_command_shows_headline_figures_in_words():
+    from caloforge.cli.models import _headline
+
+    figures = {"auc_low": 0.53, "fpd": 0.004368, "fpd_error": 0.0002,
+               "worst_separation_power": 0.0137,
+               "response_max_rel_dev_10gev_bins_percent": 0.015,
+               "ms_per_shower_batch_10000_torch_2_threads": 0.105}
+    line = _headline(figures)
+    assert line == ("FPD 0.004368, worst separation power 0.0137, response within "
+                    "0.015% per 10-GeV bin, 0.105 ms/shower (batch 10,000, torch, 2 threads)")
+    assert "fpd_error" not in line
+    assert _headline({"steps": 1}) == "steps 1"  # no headline figure: all of them
 
 
 def test_commands_take_a_pretrained_name(env_root, tmp_path, capsys, monkeypatch):
