@@ -38,3 +38,14 @@ def test_usage_errors_are_one_line(args, capsys, tmp_path, monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0]
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_extra_names_the_extra_for_pip_and_for_a_clone():
+    from caloforge.errors import CaloforgeError, require_extra
+
+    with pytest.raises(CaloforgeError) as info:
+        require_extra("caloforge_no_such_module", "onnx")
+    message = str(info.value)
+    assert "caloforge_no_such_module is not installed" in message
+    assert "pip install 'caloforge[onnx]'" in message and "pip install -e '.[onnx]'" in message
+    assert "\n" not in message

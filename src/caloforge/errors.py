@@ -32,5 +32,6 @@ def require_extra(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as err:
         raise CaloforgeError(
-            f"{module} is not installed; install it with: pip install 'caloforge[{extra}]'"
+            f"{module} is not installed; install it with: pip install 'caloforge[{extra}]' "
+            f"(in a clone of caloforge: pip install -e '.[{extra}]')"
         ) from err
