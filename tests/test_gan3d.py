@@ -299,6 +299,38 @@ def test_window_generates_zeros_outside_and_round_trips():
         Gan3DConfig(window=(5, -1))
 
 
+@pytest.mark.parametrize("target", ["batch", "shower"])
+def test_spectrum_target_batch_or_the_shower_of_the_same_conditions(target):
+    """The generated showers here are the real ones; "shower" compares each with the real
+    shower of its conditions, "batch" only the batches' mean spectra."""
+    model = tiny_model(spectrum_target=target, spectrum_edges_mev=(0.1, 1.0, 10.0, 100.0))
+    s = showers(TINY_CLIC, 8)
+    batch = batch_of(s)
+    real = model._units(model.crop(model.voxels_to_grid(batch["voxels"])))
+    key = batch["conditions"][:, 0]
+
+    def as_conditioned(gen, latent, cond):  # the real shower of these conditions
+        rows = (cond[:, :1] == key[None, :]).float().argmax(dim=1)
+        return real[rows].clone().requires_grad_(True)
+
+    def in_real_order(gen, latent, cond):  # the real showers, whatever the conditions
+        return real.clone().requires_grad_(True)
+
+    model._generate_units = as_conditioned
+    assert model.training_step(batch, step=1)["g_spectrum_mape"] == pytest.approx(0, abs=1e-4)
+    model._generate_units = in_real_order
+    mismatched = model.training_step(batch, step=2)["g_spectrum_mape"]
+    if target == "batch":
+        assert mismatched == pytest.approx(0, abs=1e-4)
+    else:
+        assert mismatched > 1.0
+
+
+def test_bad_spectrum_target_is_refused():
+    with pytest.raises(CaloforgeError, match="spectrum_target"):
+        Gan3DConfig(spectrum_target="layer")
+
+
 def test_bad_kernels_are_refused():
     with pytest.raises(CaloforgeError, match="four"):
         Gan3DConfig(gen_kernels=((2, 2, 2),))

@@ -143,6 +143,11 @@ class Gan3DConfig(ModelConfig):
         spectrum_softness: width of the soft bin edges in decades of MeV.
         mape_floor: smallest denominator of the MAPE terms (a spectrum bin with fewer
             than this many pixels per shower counts as this many).
+        spectrum_target: ``"batch"`` (the paper): the generated batch's mean spectrum
+            against the real batch's; ``"shower"``: each generated shower's spectrum
+            against that of the real shower whose primary energy and angle it was given,
+            so that the pixel counts (the occupancy) follow the energy instead of only
+            matching on average.
         response_normalisation: the generated image is rescaled so that its ECAL sum is a
             drawn response, ``E (c0 + c1 a + c2 a^2) (1 + s z)``: the deposited fraction
             fitted to the training showers (the ``L_E`` target) times one plus their
@@ -180,6 +185,7 @@ class Gan3DConfig(ModelConfig):
     spectrum_edges_mev: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
     spectrum_softness: float = 0.05
     mape_floor: float = 1.0
+    spectrum_target: str = "batch"
     response_normalisation: bool = False
 
     def __post_init__(self) -> None:
@@ -210,6 +216,9 @@ class Gan3DConfig(ModelConfig):
             raise CaloforgeError("3dgan spectrum_edges_mev must be positive and increasing")
         if self.spectrum_softness <= 0 or self.mape_floor <= 0:
             raise CaloforgeError("3dgan spectrum_softness and mape_floor must be positive")
+        if self.spectrum_target not in ("batch", "shower"):
+            raise CaloforgeError("3dgan spectrum_target must be 'batch' or 'shower', "
+                                 f"got {self.spectrum_target!r}")
 
 
 # ---- preprocessing and loss terms ------------------------------------------------------
@@ -583,9 +592,9 @@ class Gan3D(GenerativeModel):
         }
 
     def _spectrum(self, units: Tensor) -> Tensor:
-        """Mean pixel counts per intensity bin over a batch of pixel grids."""
+        """Pixel counts per intensity bin, ``(B, n_bins)``, of a batch of pixel grids."""
         return pixel_spectrum(self._mev(units), self.config.spectrum_edges_mev,
-                              self.config.spectrum_softness).mean(dim=0)
+                              self.config.spectrum_softness)
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, float]:
         c = self.config
@@ -607,11 +616,18 @@ class Gan3D(GenerativeModel):
         def generate(cond: Tensor) -> Tensor:
             return self._generate_units(gen, self.draw_latent(n), cond)
 
-        def fake_conditions() -> Tensor:
-            return conditions[torch.randperm(n, device=device)]
+        def fake_conditions() -> tuple[Tensor, Tensor]:
+            order = torch.randperm(n, device=device)
+            return conditions[order], order
 
         with torch.no_grad():
-            real_spectrum = self._spectrum(real)
+            real_spectra = self._spectrum(real)
+
+        def spectrum_loss(fake: Tensor, order: Tensor) -> Tensor:
+            if c.spectrum_target == "shower":  # the real shower of the same conditions
+                return mape(self._spectrum(fake), real_spectra[order], c.mape_floor)
+            return mape(self._spectrum(fake).mean(dim=0), real_spectra.mean(dim=0),
+                        c.mape_floor)
 
         # discriminator: a real batch, then a generated one (kept apart for batch norm);
         # deposited energy and spectrum depend on the image only, not on its weights
@@ -625,7 +641,7 @@ class Gan3D(GenerativeModel):
         opt_d.step()
         p_real = torch.sigmoid(logit).mean().item()
 
-        fc = fake_conditions()
+        fc, _ = fake_conditions()
         _, _, e_fake, a_fake = targets(fc)
         with torch.no_grad():
             fake = generate(fc)
@@ -642,7 +658,7 @@ class Gan3D(GenerativeModel):
         sums = dict.fromkeys(("g_loss", "g_energy_mape", "g_angle_mae", "g_ecal_mape",
                               "g_spectrum_mape"), 0.0)
         for _ in range(c.generator_steps):
-            fc = fake_conditions()
+            fc, order = fake_conditions()
             energy_gev, _, e_t, a_t = targets(fc)
             opt_g.zero_grad(set_to_none=True)
             fake = generate(fc)
@@ -651,7 +667,7 @@ class Gan3D(GenerativeModel):
             l_p, l_a = mape(e_reg, e_t), mae(a_reg, a_t)
             ecal = mev_to_gev(self._mev(fake).sum(dim=(1, 2, 3, 4)))
             l_e = mape(ecal, self.expected_deposit_gev(energy_gev, fc[:, 1]))
-            l_b = mape(self._spectrum(fake), real_spectrum, c.mape_floor)
+            l_b = spectrum_loss(fake, order)
             (w_g * adv + w_p * l_p + w_a * l_a + w_e * l_e + w_b * l_b).backward()
             opt_g.step()
             for key, value in zip(sums, (adv, l_p, l_a, l_e, l_b), strict=True):
