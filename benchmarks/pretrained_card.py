@@ -179,7 +179,7 @@ def main() -> None:
                     "folder; another folder, to judge a run before it replaces a shipped "
                     "model, is passed to the commands as $CALOFORGE_PRETRAINED_DIR)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="evaluate's threads (default: its own, all cores)")
+                    help="generate's and evaluate's threads (default: their own, all cores)")
     ap.add_argument("--ms-batch-10000", type=float, default=None)
     ap.add_argument("--ms-batch-1", type=float, default=None)
     ap.add_argument("--ms-onnx-batch-10000", type=float, default=None,
@@ -239,6 +239,7 @@ def main() -> None:
                 "--seed", str(args.gen_seed), "-o", "gen.h5", "-q"]
     evaluate = ["caloforge", "evaluate", "ref.h5", "gen.h5", "-o", "eval", "--no-plots", "-q"]
     if args.threads:
+        generate += ["--threads", str(args.threads)]
         evaluate += ["--threads", str(args.threads)]
     if not args.skip_measure:
         for path in ("ref.h5", "gen.h5"):
