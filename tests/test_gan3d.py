@@ -326,6 +326,20 @@ def test_spectrum_target_batch_or_the_shower_of_the_same_conditions(target):
         assert mismatched > 1.0
 
 
+def test_softplus_output_fills_every_cell_and_relu_leaves_empty_ones():
+    s = showers(TINY_CLIC, 4)
+    grids = {}
+    for output in ("relu", "softplus"):
+        model = tiny_model(gen_output=output)
+        with torch.no_grad():
+            grids[output] = model._generate_units(model.generator, model.draw_latent(4),
+                                                  torch.from_numpy(s.conditions()))
+    assert (grids["relu"] == 0).any()  # empty cells: no gradient reaches them
+    assert (grids["softplus"] > 0).all()
+    with pytest.raises(CaloforgeError, match="gen_output"):
+        Gan3DConfig(gen_output="tanh")
+
+
 def test_bad_spectrum_target_is_refused():
     with pytest.raises(CaloforgeError, match="spectrum_target"):
         Gan3DConfig(spectrum_target="layer")

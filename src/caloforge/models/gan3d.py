@@ -118,6 +118,10 @@ class Gan3DConfig(ModelConfig):
         gen_icnr: initialise the sub-pixel filters of every sub-cell alike (ICNR, Aitken
             et al.), so that the sub-pixel convolution starts as a resize-convolution with
             nearest-neighbour upsampling and no periodic pattern.
+        gen_output: the generator's last activation: ``"relu"`` (the paper) or
+            ``"softplus"`` (every cell positive, so that every cell receives the losses'
+            gradients, where a ReLU's empty cells receive none; the readout threshold then
+            decides which cells are hit).
         window: ``(rows, cols)`` of a window centred on the grid (the showers are centred
             on their barycentre) to which generator and discriminator are restricted; cells
             outside it are generated as zeros. ``(0, 0)``: the whole grid. The first 3DGAN
@@ -166,6 +170,7 @@ class Gan3DConfig(ModelConfig):
     gen_upsample_mode: str = "nearest"
     gen_subpixel: bool = False
     gen_icnr: bool = True
+    gen_output: str = "relu"
     window: tuple[int, int] = (0, 0)
     disc_channels: tuple[int, int, int, int] = (16, 16, 16, 16)
     disc_kernels: tuple[Triple, ...] = ((5, 6, 6),) * 4
@@ -216,6 +221,9 @@ class Gan3DConfig(ModelConfig):
             raise CaloforgeError("3dgan spectrum_edges_mev must be positive and increasing")
         if self.spectrum_softness <= 0 or self.mape_floor <= 0:
             raise CaloforgeError("3dgan spectrum_softness and mape_floor must be positive")
+        if self.gen_output not in ("relu", "softplus"):
+            raise CaloforgeError("3dgan gen_output must be 'relu' or 'softplus', "
+                                 f"got {self.gen_output!r}")
         if self.spectrum_target not in ("batch", "shower"):
             raise CaloforgeError("3dgan spectrum_target must be 'batch' or 'shower', "
                                  f"got {self.spectrum_target!r}")
@@ -391,7 +399,8 @@ class Gan3DGenerator(nn.Module):
         else:
             x = self.conv3(F.interpolate(x, size=self.grid, **self.resize))
         x = F.leaky_relu(x, s)
-        x = F.relu(self.conv4(x))
+        x = self.conv4(x)
+        x = F.softplus(x) if self.cfg.gen_output == "softplus" else F.relu(x)
         return x * self.mask if self.masked else x
 
 
