@@ -90,3 +90,14 @@ def test_cli_train_names_the_bad_model_setting(tmp_path, capsys, line, key):
     assert code == 1
     assert err.count("\n") == 1 and key in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_check_choice_names_the_choices_in_one_line():
+    from caloforge.config import check_choice
+
+    check_choice("wgan", "mode", "a", ("a", "b"))  # a valid choice passes
+    for choices, listed in ((("a",), "'a'"), (("a", "b"), "'a' or 'b'"),
+                            (("a", "b", "c"), "'a', 'b' or 'c'")):
+        with pytest.raises(CaloforgeError) as info:
+            check_choice("wgan", "mode", "z", choices)
+        assert str(info.value) == f"wgan mode must be {listed}, got 'z'"

@@ -44,7 +44,7 @@ from typing import Any
 
 from caloforge.errors import CaloforgeError
 
-__all__ = ["Config", "load_yaml"]
+__all__ = ["Config", "check_choice", "load_yaml"]
 
 
 def _coerce_union(value: Any, hint: Any, where: str) -> Any:
@@ -102,6 +102,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is str and not isinstance(value, str):
         raise CaloforgeError(f"{where}: expected a string, got {value!r}")
     return value
+
+
+def check_choice(where: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Refuse a setting that is none of ``choices``, in one line naming them.
+
+    Raises:
+        CaloforgeError: ``"{where} {name} must be 'a', 'b' or 'c', got 'x'"``.
+    """
+    if value not in choices:
+        quoted = [f"'{c}'" for c in choices]
+        options = (", ".join(quoted[:-1]) + " or " + quoted[-1]) if len(quoted) > 1 else quoted[0]
+        raise CaloforgeError(f"{where} {name} must be {options}, got {value!r}")
 
 
 def _check_range(name: str, value: Any, where: str) -> None:

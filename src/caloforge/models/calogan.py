@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from caloforge.config import check_choice
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
@@ -183,12 +184,9 @@ class CaloGANConfig(ModelConfig):
                                  f"'binned_mean', got {self.energy_loss!r}")
         if self.energy_loss_bins < 1:
             raise CaloforgeError("calogan energy_loss_bins must be at least 1")
-        if self.energy_loss_sampling not in ("batch", "log_uniform"):
-            raise CaloforgeError("calogan energy_loss_sampling must be 'batch' or "
-                                 f"'log_uniform', got {self.energy_loss_sampling!r}")
-        if self.latent_scaling not in ("linear", "log"):
-            raise CaloforgeError("calogan latent_scaling must be 'linear' or 'log', "
-                                 f"got {self.latent_scaling!r}")
+        check_choice("calogan", "energy_loss_sampling", self.energy_loss_sampling,
+                     ("batch", "log_uniform"))
+        check_choice("calogan", "latent_scaling", self.latent_scaling, ("linear", "log"))
         for name in ("latent_size", "generator_steps"):
             if getattr(self, name) < 1:
                 raise CaloforgeError(f"calogan {name} must be at least 1")

@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from caloforge.config import check_choice
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
@@ -207,9 +208,8 @@ class Gan3DConfig(ModelConfig):
             raise CaloforgeError("3dgan channel counts must be at least 1")
         if len(self.window) != 2 or min(self.window) < 0:
             raise CaloforgeError("3dgan window must be [rows, cols] >= 0 ([0, 0]: no window)")
-        if self.gen_upsample_mode not in ("nearest", "trilinear"):
-            raise CaloforgeError("3dgan gen_upsample_mode must be 'nearest' or 'trilinear', "
-                                 f"got {self.gen_upsample_mode!r}")
+        check_choice("3dgan", "gen_upsample_mode", self.gen_upsample_mode,
+                     ("nearest", "trilinear"))
         if min(self.gen_upsample) < 1 or min(self.disc_strides) < 1:
             raise CaloforgeError("3dgan gen_upsample and disc_strides must be at least 1")
         if self.voxel_power <= 0 or self.voxel_scale_mev <= 0:
@@ -221,12 +221,8 @@ class Gan3DConfig(ModelConfig):
             raise CaloforgeError("3dgan spectrum_edges_mev must be positive and increasing")
         if self.spectrum_softness <= 0 or self.mape_floor <= 0:
             raise CaloforgeError("3dgan spectrum_softness and mape_floor must be positive")
-        if self.gen_output not in ("relu", "softplus"):
-            raise CaloforgeError("3dgan gen_output must be 'relu' or 'softplus', "
-                                 f"got {self.gen_output!r}")
-        if self.spectrum_target not in ("batch", "shower"):
-            raise CaloforgeError("3dgan spectrum_target must be 'batch' or 'shower', "
-                                 f"got {self.spectrum_target!r}")
+        check_choice("3dgan", "gen_output", self.gen_output, ("relu", "softplus"))
+        check_choice("3dgan", "spectrum_target", self.spectrum_target, ("batch", "shower"))
 
 
 # ---- preprocessing and loss terms ------------------------------------------------------
