@@ -70,8 +70,8 @@ def rewrite(name: str, ms: float, ms1: float, onnx: float | None, note: str) -> 
     def targets(match: re.Match) -> str:
         items = [i for i in match.group(1).split("; ")
                  if i != "none" and not i.startswith(f"{TARGET_MS} ms per shower")]
-        if speed_target(ms):
-            items.append(speed_target(ms))
+        if missed := speed_target(ms):
+            items.append(missed)
         return f"- Targets not yet met: {'; '.join(items) or 'none'}."
 
     text, n = re.subn(r"^- Targets not yet met: (.*)\.$", targets, text, count=1, flags=re.M)

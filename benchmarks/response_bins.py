@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from pretrained_card import response_rows
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_run(resolve_run(args.model))
     lo_gev, hi_gev = (e / 1000 for e in model.conditioning.energy)
-    gen = torch.Generator().manual_seed(args.gen_seed)
+    generator = torch.Generator().manual_seed(args.gen_seed)
     rng = np.random.default_rng(args.gen_seed)
     sides = {"ref": ([], []), "gen": ([], [])}
     for i in range(args.n // args.chunk):
@@ -50,25 +51,18 @@ def main() -> None:
         energy = rng.uniform(max(lo_gev, 1) * 1000, min(hi_gev, 100) * 1000, args.chunk)
         e = torch.from_numpy(energy.astype(np.float32))[:, None]
         with torch.inference_mode():
-            g = model.sample(e, gen)
+            g = model.sample(e, generator)
         g = torch.where(g < args.threshold_mev, 0, g)
         sides["gen"][0].append(energy)
         sides["gen"][1].append((g.sum(1) / e[:, 0]).numpy())
         print(f"chunk {i + 1} of {args.n // args.chunk}", flush=True)
-    (ref_e, ref_r), (gen_e, gen_r) = ((np.concatenate(a), np.concatenate(b))
-                                      for a, b in sides.values())
-    chi2 = 0.0
-    for lo in range(0, 100, 10):
-        a, b = max(lo, 1) * 1000, (lo + 10) * 1000
-        mr, mg = (ref_e >= a) & (ref_e < b), (gen_e >= a) & (gen_e < b)
-        r, m = ref_r[mr].mean(), gen_r[mg].mean()
-        err = np.hypot(ref_r[mr].std() / np.sqrt(mr.sum()) / r,
-                       gen_r[mg].std() / np.sqrt(mg.sum()) / m)
-        d = m / r - 1
-        chi2 += (d / err) ** 2
-        print(f"{max(lo, 1):3d}-{lo + 10:3d} GeV  E_tot/E_inc ref {r:.4f}  gen {m:.4f}  "
-              f"{100 * d:+.2f} +- {100 * err:.2f}%  ({mr.sum()} / {mg.sum()} showers)")
-    print(f"chi2 {chi2:.1f} for 10 bins")
+    (ref, gen) = ((np.concatenate(a), np.concatenate(b)) for a, b in sides.values())
+    rows = response_rows(ref, gen, 1.0, 100.0)
+    for a, b, r, m, d, err in rows:
+        print(f"{max(a, 1.0):3.0f}-{b:3.0f} GeV  E_tot/E_inc ref {r:.4f}  gen {m:.4f}  "
+              f"{100 * d:+.2f} +- {100 * err:.2f}%")
+    chi2 = sum((d / err) ** 2 for *_, d, err in rows)
+    print(f"chi2 {chi2:.1f} for {len(rows)} bins")
 
 
 if __name__ == "__main__":

@@ -174,14 +174,11 @@ class CaloGANConfig(ModelConfig):
     energy_input: bool = False
 
     def __post_init__(self) -> None:
-        if self.energy_target not in ("data", "incident", "fit"):
-            raise CaloforgeError("calogan energy_target must be 'data', 'incident' or 'fit', "
-                                 f"got {self.energy_target!r}")
+        check_choice("calogan", "energy_target", self.energy_target, ("data", "incident", "fit"))
         if self.voxel_power <= 0 or self.voxel_scale_mev <= 0:
             raise CaloforgeError("calogan voxel_power and voxel_scale_mev must be positive")
-        if self.energy_loss not in ("absolute", "relative", "binned_mean"):
-            raise CaloforgeError("calogan energy_loss must be 'absolute', 'relative' or "
-                                 f"'binned_mean', got {self.energy_loss!r}")
+        check_choice("calogan", "energy_loss", self.energy_loss,
+                     ("absolute", "relative", "binned_mean"))
         if self.energy_loss_bins < 1:
             raise CaloforgeError("calogan energy_loss_bins must be at least 1")
         check_choice("calogan", "energy_loss_sampling", self.energy_loss_sampling,

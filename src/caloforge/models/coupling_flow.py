@@ -78,6 +78,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from caloforge.config import check_choice
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
@@ -141,9 +142,8 @@ class CouplingFlowConfig(FlowPreprocessingConfig):
         super().__post_init__()
         self.check_at_least_one("flow1_transforms", "flow1_hidden", "blocks", "hidden",
                                 "layers", "lr_steps")
-        if self.permutations not in ("random", "alternating"):
-            raise CaloforgeError("coupling-flow permutations must be 'random' or 'alternating', "
-                                 f"got {self.permutations!r}")
+        check_choice("coupling-flow", "permutations", self.permutations,
+                     ("random", "alternating"))
         if self.resample_outliers < 0:
             raise CaloforgeError("coupling-flow resample_outliers must not be negative (0: off)")
         if not (self.lr > 0 and self.grad_clip > 0):

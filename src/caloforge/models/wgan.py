@@ -81,6 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from caloforge.config import check_choice
 from caloforge.data.showers import ShowerSet
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
@@ -137,10 +138,7 @@ class WGANConfig(ModelConfig):
     response_coordinate: bool = False
 
     def __post_init__(self) -> None:
-        if self.energy_target not in ("data", "incident"):
-            raise CaloforgeError(
-                f"wgan energy_target must be 'data' or 'incident', got {self.energy_target!r}"
-            )
+        check_choice("wgan", "energy_target", self.energy_target, ("data", "incident"))
         for name in ("latent_size", "critic_iterations"):
             if getattr(self, name) < 1:
                 raise CaloforgeError(f"wgan {name} must be at least 1")
