@@ -19,6 +19,7 @@ from caloforge.models.gan3d import (
     mae,
     mape,
     pixel_spectrum,
+    shower_moments,
     to_mev,
     to_units,
 )
@@ -338,6 +339,51 @@ def test_softplus_output_fills_every_cell_and_relu_leaves_empty_ones():
     assert (grids["softplus"] > 0).all()
     with pytest.raises(CaloforgeError, match="gen_output"):
         Gan3DConfig(gen_output="tanh")
+
+
+def test_shower_moments_of_known_grids():
+    grid = torch.zeros(2, 1, 5, 6, 9)
+    grid[0, 0, 1, 4, 7] = 1000.0  # one cell, in the back third of the depth
+    grid[1, 0, 0, 0, 0] = 500.0  # two cells of the front third, 2 apart along x
+    grid[1, 0, 2, 0, 0] = 500.0
+    m = shower_moments(grid)
+    assert m.shape == (2, 11)
+    torch.testing.assert_close(m[:, 0], torch.tensor([3.0, 3.0]))  # log10 ECAL sum, MeV
+    torch.testing.assert_close(m[:, 1], torch.log10(torch.tensor([2.0, 3.0])), atol=1e-3,
+                               rtol=0)  # log10(hit cells + 1)
+    torch.testing.assert_close(m[0, 2:5], torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(m[1, 2:5], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(m[0, 5:8], torch.tensor([1.0, 4.0, 7.0]))  # barycentre
+    torch.testing.assert_close(m[1, 5:8], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(m[1, 8:11], torch.tensor([1.0, 0.0, 0.0]), atol=2e-3, rtol=0)
+    # differentiable: the generator's gradient reaches every cell's deposit
+    x = grid.clone().requires_grad_(True)
+    shower_moments(x)[:, 5:].sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_discriminator_sees_the_shower_moments_when_asked():
+    s = showers(TINY_CLIC, 64)
+    plain = tiny_model()
+    assert not hasattr(plain.discriminator, "moments")  # older runs load unchanged
+    model = tiny_model(disc_moments=True)
+    model.prepare(s)
+    disc = model.discriminator
+    grid = model._units(model.crop(model.voxels_to_grid(torch.from_numpy(s.voxels))))
+    feats = shower_moments(to_mev(grid))
+    # standardised with the training showers' mean and spread
+    torch.testing.assert_close(disc.moment_mean, feats.mean(dim=0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(disc.moment_std, feats.std(dim=0).clamp_min(1e-3), rtol=1e-4,
+                               atol=1e-5)
+    # the logits depend on the moment branch: the same pixels, standardised differently,
+    # give another real/fake logit
+    with torch.no_grad():
+        logit, _, _ = disc.eval()(grid)
+        disc.moment_mean += 1.0
+        shifted, _, _ = disc(grid)
+    assert not torch.allclose(logit, shifted)
+    metrics = model.train().training_step(batch_of(s[:8]), 1)
+    assert np.isfinite(list(metrics.values())).all()
 
 
 def test_bad_spectrum_target_is_refused():

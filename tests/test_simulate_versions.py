@@ -18,7 +18,7 @@ from caloforge.simulate._halo import (
     gaussian_cell_probabilities,
     halo_expectation,
 )
-from caloforge.simulate._showers import axis_walk_offsets, em_showers
+from caloforge.simulate._showers import axis_walk_steps, em_showers, walk_offsets
 from caloforge.simulate.parametric import SIMULATOR_VERSION, SIMULATOR_VERSIONS, calorimeter
 
 # Energy per layer (MeV) of the first four showers of seed 7, written by parametric-2 as
@@ -36,27 +36,43 @@ PARAMETRIC_2 = {
                            [0.87, 483.62, 79898.41, 1660.6]],
 }
 
+# The same for parametric-3, as committed before parametric-4 existed (commit f1d17ca).
+PARAMETRIC_3 = {
+    ("calogan", "eplus"): [[15548.86, 64042.84, 110.67], [1860.57, 4376.3, 6.08],
+                           [7995.99, 51204.32, 124.42], [20092.72, 66613.14, 79.58]],
+    ("calogan", "gamma"): [[1166.79, 78308.19, 258.66], [2282.18, 3947.93, 3.14],
+                           [9343.22, 49968.92, 33.09], [68.77, 85843.36, 617.05]],
+    ("calogan", "piplus"): [[33.85, 191.38, 24.32], [43.22, 1020.21, 286.38],
+                            [49.49, 31518.95, 842.84], [55.78, 255.17, 16.59]],
+    ("atlas89", "gamma"): [[3.05, 5777.41, 70797.48, 635.46], [17.53, 3251.25, 10784.27, 44.98],
+                           [245.47, 12445.56, 47045.56, 308.17],
+                           [3.51, 506.57, 80344.42, 1717.93]],
+}
+PINNED = {"parametric-2": PARAMETRIC_2, "parametric-3": PARAMETRIC_3}
+
 
 def _layer_sums(showers):
     return np.stack([layer.reshape(len(showers), -1).sum(axis=1) for layer in showers.layers],
                     axis=1)
 
 
+@pytest.mark.parametrize("version", list(PINNED))
 @pytest.mark.parametrize("geometry,particle", list(PARAMETRIC_2))
-def test_parametric_2_gives_the_showers_it_always_gave(geometry, particle):
+def test_older_versions_give_the_showers_they_always_gave(geometry, particle, version):
     energy = (1.0, 100.0) if geometry == "calogan" else None
     showers = simulate_showers(geometry, particle, 4, energy_range=energy, seed=7,
-                               version="parametric-2")
-    assert showers.meta["generator_version"] == "parametric-2"
-    np.testing.assert_allclose(_layer_sums(showers), PARAMETRIC_2[geometry, particle],
+                               version=version)
+    assert showers.meta["generator_version"] == version
+    np.testing.assert_allclose(_layer_sums(showers), PINNED[version][geometry, particle],
                                rtol=1e-5, atol=0.01)
 
 
 def test_the_default_is_the_newest_version_and_it_differs():
-    assert SIMULATOR_VERSION == SIMULATOR_VERSIONS[-1] == "parametric-3"
+    assert SIMULATOR_VERSION == SIMULATOR_VERSIONS[-1] == "parametric-4"
     new = simulate_showers("calogan", "eplus", 4, energy_range=(1.0, 100.0), seed=7)
-    assert new.meta["generator_version"] == "parametric-3"
-    assert not np.allclose(_layer_sums(new), PARAMETRIC_2["calogan", "eplus"], rtol=1e-3)
+    assert new.meta["generator_version"] == "parametric-4"
+    for pinned in PINNED.values():
+        assert not np.allclose(_layer_sums(new), pinned["calogan", "eplus"], rtol=1e-3)
     # the same incident energies: the version changes the showers, not the sampling
     old = simulate_showers("calogan", "eplus", 4, energy_range=(1.0, 100.0), seed=7,
                            version="parametric-2")
@@ -64,7 +80,7 @@ def test_the_default_is_the_newest_version_and_it_differs():
 
 
 def test_unknown_version_is_refused_in_one_line():
-    with pytest.raises(CaloforgeError, match="parametric-2, parametric-3"):
+    with pytest.raises(CaloforgeError, match="parametric-2, parametric-3, parametric-4"):
         simulate_showers("calogan", "eplus", 2, version="parametric-9")
     with pytest.raises(CaloforgeError, match="unknown parametric simulator version"):
         calorimeter("calogan", "3")
@@ -88,7 +104,7 @@ def test_cli_writes_the_chosen_version(tmp_path, capsys):
               "-o", str(bad)])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert "parametric-2, parametric-3" in err and len(err.strip().splitlines()) == 1
+    assert "parametric-2, parametric-3, parametric-4" in err and len(err.strip().splitlines()) == 1
     assert not bad.exists()
 
 
@@ -127,12 +143,17 @@ def test_axis_walk_is_a_random_walk_in_depth():
     m = 20_000
     idx = np.concatenate([np.arange(m), np.arange(m)])
     t = np.concatenate([np.full(m, 4.0), np.full(m, 16.0)]).astype(np.float32)
-    du, dv = axis_walk_offsets(rng, idx, t, np.full(m, 0.5))
+    steps = axis_walk_steps(rng, np.full(m, 0.5))
+    du, dv = walk_offsets(steps, idx, t)
     near, far = du[:m], du[m:]
     assert abs(near.var() / (0.5 * 4.0) - 1.0) < 0.05  # variance grows linearly with depth
     assert abs(far.var() / (0.5 * 16.0) - 1.0) < 0.05
     assert abs(np.corrcoef(near, far)[0, 1] - 0.5) < 0.03  # sqrt(4 / 16)
     assert abs(np.corrcoef(du[m:], dv[m:])[0, 1]) < 0.03  # the two axes are independent
+    # between whole X0 the path is linear: half-way through X0 number 4
+    mid_u, _ = walk_offsets(steps, np.arange(m), np.full(m, 4.5, np.float32))
+    assert np.allclose(mid_u, np.cumsum(steps[:, 0, :4], axis=1)[:, -1] + 0.5 * steps[:, 0, 4],
+                       atol=1e-5)
     # float32 like the spots (an int32 depth bin must not promote the walk to float64,
     # which doubled the memory traffic of every later step of the binning)
     assert du.dtype == dv.dtype == np.float32
@@ -141,10 +162,57 @@ def test_axis_walk_is_a_random_walk_in_depth():
     assert spots.u.dtype == spots.v.dtype == np.float32
 
 
-def test_parametric_3_walk_and_halo_in_every_geometry():
+def test_axis_walk_falls_with_energy_as_configured():
+    # the same random draws with and without the walk: the difference of the spots'
+    # positions is the walk, whose size goes as E^(-power / 2)
+    medium = calorimeter("calogan").medium
+    energy = np.array([2e3, 32e3])
+
+    def offsets(walk, power):
+        spots = em_showers(np.random.default_rng(5), energy, np.zeros(2), medium, 30.0,
+                           axis_walk=walk, axis_walk_power=power)
+        return spots.u, spots.shower
+
+    still, shower = offsets(0.0, 1.0)
+    walk_1 = offsets(400.0, 1.0)[0] - still
+    walk_15 = offsets(400.0, 1.5)[0] - still
+    assert np.abs(walk_1).max() > 1.0
+    scale = (energy[shower] / 1e3) ** -0.25  # E^-0.75 against E^-0.5
+    np.testing.assert_allclose(walk_15, walk_1 * scale, rtol=1e-3, atol=1e-3)
+
+
+def test_halo_follows_the_wandering_shower():
+    # with a large walk, the halo's small deposits (layer 1, below 1 MeV) move with the
+    # shower's hot cells when the halo follows the walk, and not otherwise
+    from dataclasses import replace
+
+    from caloforge.simulate.parametric import simulate_block
+
+    x = (np.arange(12) - 5.5)[None, :, None]
+
+    def centroid(image):
+        return (image * x).sum(axis=(1, 2)) / np.maximum(image.sum(axis=(1, 2)), 1e-9)
+
+    corr = {}
+    for follows in (False, True):
+        cal = replace(calorimeter("calogan", "parametric-4"), axis_walk=0.5,
+                      halo_follows_walk=follows)
+        showers = simulate_block(cal, "eplus", np.full(600, 5e3), None,
+                                 np.random.default_rng(1))
+        image = showers.layers[1].reshape(len(showers), 12, 12).astype(np.float64)
+        soft, hot = np.where(image < 1.0, image, 0.0), np.where(image >= 1.0, image, 0.0)
+        corr[follows] = np.corrcoef(centroid(hot), centroid(soft))[0, 1]
+    assert corr[True] > 0.25 and corr[False] < 0.0, corr
+
+
+def test_walk_and_halo_of_each_version_in_every_geometry():
     for name in ("calogan", "atlas89", "clic51"):
         cal = calorimeter(get_geometry(name))
-        assert cal.halo.radial and cal.axis_walk > 0
+        assert cal.halo.radial and cal.axis_walk > 0 and cal.halo_follows_walk
+        assert cal.axis_walk_power == 1.5 and cal.sampling_correlation
+        p3 = calorimeter(name, "parametric-3")
+        assert p3.halo.radial and p3.axis_walk > 0 and p3.axis_walk_power == 1.0
+        assert not (p3.halo_follows_walk or p3.sampling_correlation)
         old = calorimeter(name, "parametric-2")
         assert not old.halo.radial and old.axis_walk == 0
 
@@ -162,8 +230,8 @@ def test_evaluate_names_the_versions_and_warns_on_a_mismatch(tmp_path):
                                               "training_generator_version": "parametric-2"})
     metrics = evaluate_files(tmp_path / "ref.h5", tmp_path / "gen.h5", tmp_path / "ev",
                              classifier=False, distances=False, plots=False, progress=False)
-    assert metrics["reference"]["generator_version"] == "parametric-3"
-    assert "parametric-3" in metrics["reference"]["generator_label"]
+    assert metrics["reference"]["generator_version"] == "parametric-4"
+    assert "parametric-4" in metrics["reference"]["generator_label"]
     assert metrics["generated"]["training_generator_version"] == "parametric-2"
     assert any("--simulator-version parametric-2" in w for w in metrics["warnings"])
 

@@ -161,6 +161,14 @@ class Gan3DConfig(ModelConfig):
             energy scale is exact by construction (as the per-layer normalisation of
             CaloFlow, Krause and Shih, arXiv:2106.05285, does for the layer energies).
             Not in the paper (default off); with it ``L_E`` only sees the drawn spread.
+        disc_moments: the discriminator also sees each image's shower features
+            (:func:`shower_moments`: ECAL sum, hit cells, the energy in the front, middle
+            and back thirds of the depth, barycentre and RMS width along x, y and z),
+            standardised with the training showers' mean and spread and passed through a
+            small MLP whose output joins the convolutional features: it can then tell
+            apart showers whose moments do not go together as the real ones' do (their
+            correlations, the target of the paper's figure 3a). Not in the paper
+            (default off).
     """
 
     latent_size: int = 256
@@ -193,6 +201,7 @@ class Gan3DConfig(ModelConfig):
     mape_floor: float = 1.0
     spectrum_target: str = "batch"
     response_normalisation: bool = False
+    disc_moments: bool = False
 
     def __post_init__(self) -> None:
         if len(self.gen_kernels) != 4 or len(self.disc_kernels) != 4:
@@ -400,6 +409,34 @@ class Gan3DGenerator(nn.Module):
         return x * self.mask if self.masked else x
 
 
+N_MOMENTS = 11
+_MOMENT_HIT_MEV = 0.1  # a cell counts as hit above this deposit, as in the evaluation
+
+
+def shower_moments(mev: Tensor) -> Tensor:
+    """Differentiable shower features of pixel grids ``(B, 1, X, Y, Z)`` in MeV:
+    ``(B, 11)``: log10 of the ECAL sum (MeV) and of the number of hit cells (a soft count
+    above 0.1 MeV), the energy fractions in the front, middle and back thirds of the
+    depth, and the barycentre and RMS width along x, y and z in cells (the shower
+    features of Carminati et al., CHEP 2019, figure 3a, less the conditions)."""
+    e = mev[:, 0].clamp_min(0.0)  # (B, X, Y, Z)
+    total = e.sum(dim=(1, 2, 3)).clamp_min(1e-3)
+    hits = torch.sigmoid((torch.log10(e + 1e-6) - math.log10(_MOMENT_HIT_MEV)) / 0.05)
+    feats = [torch.log10(total), torch.log10(hits.sum(dim=(1, 2, 3)) + 1.0)]
+    depth = e.sum(dim=(1, 2))  # (B, Z)
+    thirds = torch.tensor_split(depth, 3, dim=1)
+    feats += [t.sum(dim=1) / total for t in thirds]
+    means, widths = [], []
+    for dims in ((2, 3), (1, 3), (1, 2)):  # the profile along x, y, z
+        profile = e.sum(dim=dims)  # (B, n)
+        coord = torch.arange(profile.shape[1], device=e.device, dtype=e.dtype)
+        m1 = (profile * coord).sum(dim=1) / total
+        m2 = (profile * coord * coord).sum(dim=1) / total - m1 * m1
+        means.append(m1)
+        widths.append(m2.clamp_min(1e-6).sqrt())
+    return torch.stack(feats + means + widths, dim=1)
+
+
 class Gan3DDiscriminator(nn.Module):
     """Pixel grids ``(B, 1, rows, cols, layers)`` -> ``(logit, energy, angle)``, each ``(B,)``:
     the real/fake logit, the regressed ``E / energy_scale_gev`` and the regressed polar
@@ -428,6 +465,13 @@ class Gan3DDiscriminator(nn.Module):
         self.pool = tuple(min(cfg.disc_pool, n) for n in size)
         size = [n // p for n, p in zip(size, self.pool, strict=True)]
         n_features = cfg.disc_channels[-1] * int(np.prod(size))
+        if cfg.disc_moments:
+            self.moments = nn.Sequential(nn.Linear(N_MOMENTS, 32), nn.LeakyReLU(cfg.leaky_slope),
+                                         nn.Linear(32, 32), nn.LeakyReLU(cfg.leaky_slope))
+            # the training showers' feature mean and spread (set by Gan3D.prepare)
+            self.register_buffer("moment_mean", torch.zeros(N_MOMENTS))
+            self.register_buffer("moment_std", torch.ones(N_MOMENTS))
+            n_features += 32
         self.real_fake = nn.Linear(n_features, 1)
         self.energy = nn.Linear(n_features, 1)
         self.angle = nn.Linear(n_features, 1)
@@ -441,6 +485,10 @@ class Gan3DDiscriminator(nn.Module):
         for conv, norm in zip(self.convs[1:], self.norms, strict=True):
             x = norm(F.leaky_relu(conv(x), s))
         x = F.avg_pool3d(x, self.pool).flatten(1)
+        if self.cfg.disc_moments:
+            mev = to_mev(pixels, self.cfg.voxel_power, self.cfg.voxel_scale_mev)
+            z = (shower_moments(mev) - self.moment_mean) / self.moment_std
+            x = torch.cat([x, self.moments(z)], dim=1)
         return (self.real_fake(x).squeeze(1), self.energy(x).squeeze(1),
                 self.angle(x).squeeze(1))
 
@@ -554,6 +602,16 @@ class Gan3D(GenerativeModel):
         if self.config.response_normalisation:
             relative = fraction / (design @ coeffs) - 1.0
             self.deposit_spread.fill_(float(relative.std()) if len(showers) > 1 else 0.0)
+        if self.config.disc_moments:
+            sample = showers[:2000]
+            with torch.no_grad():
+                grid = self.crop(self.voxels_to_grid(torch.as_tensor(sample.voxels)))
+                feats = torch.cat([shower_moments(grid[i:i + 256].float())
+                                   for i in range(0, len(grid), 256)])
+            disc = self.discriminator
+            disc.moment_mean.copy_(feats.mean(dim=0))
+            disc.moment_std.copy_(feats.std(dim=0).nan_to_num(1.0).clamp_min(1e-3)
+                                  if len(feats) > 1 else torch.ones(N_MOMENTS))
 
     # ---- sampling --------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from caloforge.simulate._halo import Halo, halo_fraction
 from caloforge.simulate._materials import Material
 from caloforge.units import MEV_PER_GEV
 
-__all__ = ["PHOTON_CONVERSION_X0", "PHOTON_TMAX_SHIFT", "Spots", "axis_walk_offsets",
+__all__ = ["PHOTON_CONVERSION_X0", "PHOTON_TMAX_SHIFT", "Spots", "axis_walk_steps", "walk_offsets",
            "em_showers", "hadron_showers", "mip_tracks", "landau_factor"]
 
 # Mean depth (X0) of the first pair conversion of a photon: 9/7 X0 (the high-energy pair
@@ -121,7 +121,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
                radius_spread: float = 1.6, t_max_shift: float = 0.0,
                halo: Halo | None = None, max_radius: float = 45.0,
                fluctuation: float = 1.0, radial_power: float = 0.0,
-               axis_walk: float = 0.0) -> Spots:
+               axis_walk: float = 0.0, axis_walk_power: float = 1.0,
+               sampling_correlation: bool = False) -> Spots:
     """Spots of electromagnetic showers (GFlash, homogeneous effective medium).
 
     Args:
@@ -169,7 +170,9 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     # hold them at their values there.
     sig_ln_t = fluctuation / np.maximum(-1.4 + 1.26 * ln_y, 4.27)
     sig_ln_a = fluctuation / np.maximum(-0.58 + 0.86 * ln_y, 3.29)
-    rho = np.clip(0.705 - 0.023 * ln_y, 0.0, 1.0)
+    # correlation of ln T and ln alpha: GFlash's fit for homogeneous media, or the one
+    # for sampling calorimeters (Grindhammer & Peters, hep-ex/0001020, table 2)
+    rho = np.clip((0.784 if sampling_correlation else 0.705) - 0.023 * ln_y, 0.0, 1.0)
     g1, g2 = rng.standard_normal((2, m))
     c1, c2 = np.sqrt((1 + rho) / 2), np.sqrt((1 - rho) / 2)
     t_max = np.exp(mean_ln_t + sig_ln_t * (c1 * g1 + c2 * g2))
@@ -271,8 +274,10 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     energy_spot = _normalise(idx, weight, deposit, per_spot)
     s = per_spot(start.astype(f32)) + t * f32(medium.radiation_length)
     u, v = r * np.cos(phi), r * np.sin(phi)
+    walk = None
     if axis_walk > 0:
-        du, dv = axis_walk_offsets(rng, idx, t, axis_walk / e_gev)
+        walk = axis_walk_steps(rng, axis_walk * e_gev**-axis_walk_power)
+        du, dv = walk_offsets(walk, idx, t)
         u, v = u + du, v + dv
     spots = Spots(per_spot(shower), s, u, v, energy_spot)
     if halo is not None and halo.enabled:
@@ -280,40 +285,50 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
         spots.energy = energy_spot - spots.halo
         spots.profiles = {"shower": shower, "start": np.asarray(start, dtype=np.float64),
                           "alpha": alpha, "beta": beta, "tau_scale": tau_scale,
-                          "energy": np.asarray(energy, dtype=np.float64)}
+                          "energy": np.asarray(energy, dtype=np.float64),
+                          "walk": (np.zeros((m, 2, 48), np.float32) if walk is None else walk)}
     return spots
 
 
-def axis_walk_offsets(rng: np.random.Generator, idx: np.ndarray, t: np.ndarray,
-                      variance: np.ndarray, n_steps: int = 48) -> tuple[np.ndarray, np.ndarray]:
-    """Transverse displacement (mm, two ``(n,)`` float32 arrays) of spots at depth ``t``
-    (X0 from their shower's start) of shower ``idx``, on a random walk of the shower's
-    energy centroid: a Brownian path per shower and axis, starting on the axis, with
-    ``variance[shower]`` mm^2 per X0 (linear between whole X0, constant after
-    ``n_steps``).
+def axis_walk_steps(rng: np.random.Generator, variance: np.ndarray,
+                    n_steps: int = 48) -> np.ndarray:
+    """The steps of a random walk of each shower's energy centroid with depth:
+    ``(m, 2, n_steps)`` float32, the transverse step (mm, per axis) in each whole X0 from
+    the shower's start, of variance ``variance[shower]`` mm^2 (the walk starts on the
+    axis and stays put after ``n_steps``; :func:`walk_offsets` gives its positions).
 
     The charged particles that carry the energy at a given depth descend from a few
     early, hard ones, each deflected by multiple scattering and by the opening angles of
     bremsstrahlung and pair production; the energy centroid of a full simulation's
     shower therefore wanders away from the incident axis as the shower develops, by an
-    amount that falls as one over the square root of the shower energy (the number of
-    particles grows with it) and is correlated between depths. A path whose variance
-    grows linearly with depth is the simplest such model: the correlation between the
-    centroids at depths t1 < t2 is sqrt(t1 / t2).
+    amount that falls with the shower energy (the number of particles grows with it) and
+    is correlated between depths. A path whose variance grows linearly with depth is the
+    simplest such model: the correlation between the centroids at depths t1 < t2 is
+    sqrt(t1 / t2).
     """
     f32 = np.float32
     m = len(variance)
     steps = rng.standard_normal((2, m, n_steps), dtype=f32)
     steps *= np.sqrt(np.asarray(variance, dtype=f32))[None, :, None]
+    return steps.transpose(1, 0, 2)
+
+
+def walk_offsets(steps: np.ndarray, idx: np.ndarray, t: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Transverse displacement (mm, two float32 arrays shaped like ``t``) of showers
+    ``idx`` at depths ``t`` (X0 from each shower's start) on their walks of ``steps``
+    (:func:`axis_walk_steps`): linear within each X0, constant after the last step."""
+    f32 = np.float32
+    n_steps = steps.shape[2]
     # where the path is at the start of each X0, then the step it takes in it
     start = np.cumsum(steps, axis=2) - steps
     tc = np.minimum(t, f32(n_steps - 1e-3))
     j = tc.astype(np.int32)
     frac = tc - j.astype(f32)  # float32 (an int32 operand would promote to float64)
-    flat = idx * n_steps + j  # one gather index per spot, shared by both axes
-    start, steps = start.reshape(2, -1), steps.reshape(2, -1)
-    return (start[0].take(flat) + frac * steps[0].take(flat),
-            start[1].take(flat) + frac * steps[1].take(flat))
+    flat = idx * (2 * n_steps) + j  # one gather index per spot, shared by both axes
+    start, steps = start.reshape(-1), steps.reshape(-1)
+    return (start.take(flat) + frac * steps.take(flat),
+            start.take(flat + n_steps) + frac * steps.take(flat + n_steps))
 
 
 def mip_tracks(rng: np.random.Generator, length: np.ndarray, medium: Material,
