@@ -200,8 +200,9 @@ def _parametric_3(cal: Calorimeter) -> Calorimeter:
 # - the halo's photons leave the wandering shower, not the incident axis;
 # - ln T and ln alpha of the longitudinal profile correlate as GFlash's fit for sampling
 #   calorimeters has it (0.784 - 0.023 ln y instead of the homogeneous 0.705 - 0.023 ln
-#   y): the layer-2 energy of 30-100 GeV showers fluctuated too much (its log spread was
-#   1.6 times Geant4's).
+#   y), the published value for a sampling calorimeter like these: the layer-2 energy of
+#   30-100 GeV showers fluctuates 1.6 times as much (in log) as Geant4's, and this narrows
+#   it a little (1.5 times).
 EM_AXIS_WALK_4 = 3.0 / 35.4**2  # Moliere radii^2 per X0 at 1 GeV (calogan: R_M = 35.4 mm)
 
 
