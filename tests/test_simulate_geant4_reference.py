@@ -157,6 +157,19 @@ def test_files_record_the_simulator_version():
     assert showers.meta["generator_version"] == SIMULATOR_VERSION
 
 
+def _pooled_spreads(g4, sim, lo, hi, kind):
+    """Shower-to-shower spread of the layer-1 ``kind`` ("width" or "centre"), x and y
+    pooled, of the Geant4 and the parametric showers between ``lo`` and ``hi`` GeV."""
+    from caloforge.evaluate.observables import shower_shapes
+
+    spread = []
+    for showers in (_select(g4, lo, hi), _select(sim, lo, hi)):
+        shapes = shower_shapes(showers)
+        spread.append(np.sqrt(0.5 * (shapes[f"{kind}_x_1"].var()
+                                     + shapes[f"{kind}_y_1"].var())))
+    return spread
+
+
 def _versions(gap, failing=("parametric-2",)):
     """Every simulator version; the ``failing`` ones fail with ``gap``."""
     return [pytest.param(v, id=v, marks=() if v not in failing else
@@ -168,14 +181,9 @@ def _versions(gap, failing=("parametric-2",)):
                                               "as much as in Geant4"))
 @pytest.mark.parametrize("particle", PARTICLES)
 def test_layer1_width_fluctuates_like_geant4(particle, version):
-    from caloforge.evaluate.observables import shower_shapes
-
     _, g4, sim = _pair(particle, version)
     for lo, hi in BINS:
-        spread = []
-        for showers in (_select(g4, lo, hi), _select(sim, lo, hi)):
-            shapes = shower_shapes(showers)
-            spread.append(np.sqrt(0.5 * (shapes["width_x_1"].var() + shapes["width_y_1"].var())))
+        spread = _pooled_spreads(g4, sim, lo, hi, "width")
         assert 0.75 < spread[1] / spread[0] < 1.33, (particle, version, lo, spread)
 
 
@@ -218,14 +226,8 @@ def test_shower_centroid_wanders_like_geant4(particle, version):
     # the shower-to-shower spread of the layer-1 energy centroid, both axes pooled, within
     # three standard errors of Geant4's (a standard deviation's relative error is about
     # 1 / sqrt(2 n)) in every energy bin
-    from caloforge.evaluate.observables import shower_shapes
-
     _, g4, sim = _pair(particle, version)
     for lo, hi in BINS:
-        spread = []
-        for showers in (_select(g4, lo, hi), _select(sim, lo, hi)):
-            shapes = shower_shapes(showers)
-            spread.append(np.sqrt(0.5 * (shapes["centre_x_1"].var()
-                                         + shapes["centre_y_1"].var())))
+        spread = _pooled_spreads(g4, sim, lo, hi, "centre")
         tolerance = 3.0 / np.sqrt(2 * len(_select(g4, lo, hi)))
         assert abs(spread[1] / spread[0] - 1.0) < tolerance, (particle, version, lo, spread)
