@@ -386,6 +386,29 @@ def test_discriminator_sees_the_shower_moments_when_asked():
     assert np.isfinite(list(metrics.values())).all()
 
 
+def test_mirror_y_mirrors_on_a_latent_component_the_network_does_not_see():
+    model = tiny_model(mirror_y=True, response_normalisation=True)
+    model.prepare(showers(TINY_CLIC, 64))
+    assert model.latent_shape() == (model.config.latent_size + 2,)
+    latent = model.draw_latent(8, torch.Generator().manual_seed(2))
+    latent[:, -1] = -1.0
+    other = latent.clone()
+    other[:, -1] = 1.0
+    cond = torch.from_numpy(showers(TINY_CLIC, 8).conditions())
+    with torch.no_grad():
+        plain = model.eval()._generate_units(model.generator, latent, cond)
+        mirrored = model._generate_units(model.generator, other, cond)
+    torch.testing.assert_close(mirrored, plain.flip(3))  # (B, 1, x, y, z): y mirrored
+    assert not torch.allclose(mirrored, plain)
+    # the response is still drawn from its own component, the one before
+    torch.testing.assert_close(model._mev(mirrored).sum(dim=(1, 2, 3, 4)),
+                               model._mev(plain).sum(dim=(1, 2, 3, 4)))
+    metrics = model.train().training_step(batch_of(showers(TINY_CLIC, 8)), 1)
+    assert np.isfinite(list(metrics.values())).all()
+    with pytest.raises(CaloforgeError, match="mirror_y"):
+        tiny_model(RAGGED, mirror_y=True)
+
+
 def test_bad_spectrum_target_is_refused():
     with pytest.raises(CaloforgeError, match="spectrum_target"):
         Gan3DConfig(spectrum_target="layer")
@@ -464,6 +487,7 @@ def test_train_help_lists_the_registered_models():
     {"gen_subpixel": True, "gen_kernels": ((2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1))},
     {"window": (4, 4), "gen_upsample_mode": "trilinear"},
     {"window": (4, 4), "response_normalisation": True},
+    {"response_normalisation": True, "mirror_y": True, "disc_moments": True},
 ])
 def test_model_exports_to_onnx_with_parity(tmp_path, changes):
     from caloforge.export import export_onnx

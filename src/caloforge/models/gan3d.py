@@ -169,6 +169,12 @@ class Gan3DConfig(ModelConfig):
             apart showers whose moments do not go together as the real ones' do (their
             correlations, the target of the paper's figure 3a). Not in the paper
             (default off).
+        mirror_y: the calorimeter is symmetric under y -> -y (the polar angle tilts the
+            showers along x): each generated shower is mirrored in y when one more latent
+            component, which the generator network does not see (so it cannot undo the
+            mirroring), is positive. The generated ensemble is then symmetric in y, its
+            mean barycentre on the axis, whatever offset the network learns. Not in the
+            paper (default off).
     """
 
     latent_size: int = 256
@@ -202,6 +208,7 @@ class Gan3DConfig(ModelConfig):
     spectrum_target: str = "batch"
     response_normalisation: bool = False
     disc_moments: bool = False
+    mirror_y: bool = False
 
     def __post_init__(self) -> None:
         if len(self.gen_kernels) != 4 or len(self.disc_kernels) != 4:
@@ -530,6 +537,9 @@ class Gan3D(GenerativeModel):
             mask[:layer.shape[0], :layer.shape[1], i] = True
         e_lo, e_hi = conditioning.energy
         a_lo, a_hi = conditioning.angle or (90.0, 90.0)
+        if config.mirror_y and not torch.equal(mask[self.window], mask[self.window].flip(1)):
+            raise CaloforgeError("3dgan mirror_y needs layers symmetric in y (the same "
+                                 "columns in every layer)")
         self.generator = Gan3DGenerator(net_grid, mask[self.window], True, config)
         self.discriminator = Gan3DDiscriminator(
             net_grid, config,
@@ -616,12 +626,22 @@ class Gan3D(GenerativeModel):
     # ---- sampling --------------------------------------------------------------------------
 
     def latent_shape(self) -> tuple[int, ...]:
-        return (self.config.latent_size + int(self.config.response_normalisation),)
+        c = self.config
+        return (c.latent_size + int(c.response_normalisation) + int(c.mirror_y),)
 
     def _generate_units(self, gen: nn.Module, latent: Tensor, conditions: Tensor) -> Tensor:
         """Pixel grids ``(B, 1, *window)`` in network units from latent vectors and
         conditions (MeV, degrees); with ``response_normalisation`` rescaled to the drawn
-        ECAL sum (the last latent component draws the response)."""
+        ECAL sum (the last latent component draws the response); with ``mirror_y`` the
+        last one mirrors y and the response's is the one before it."""
+        if self.config.mirror_y:  # the last component (not the network's) mirrors y
+            mirrored = (latent[:, -1] > 0).reshape(-1, 1, 1, 1, 1)
+            units = self._generate_units_of(gen, latent[:, :-1], conditions)
+            return torch.where(mirrored, units.flip(3), units)
+        return self._generate_units_of(gen, latent, conditions)
+
+    def _generate_units_of(self, gen: nn.Module, latent: Tensor, conditions: Tensor) -> Tensor:
+        """:meth:`_generate_units` before any mirroring."""
         energy_gev = mev_to_gev(conditions[:, 0])
         angle_scaled = self._scaled_angle(conditions[:, 1])
         if not self.config.response_normalisation:
