@@ -33,8 +33,9 @@ from caloforge.simulate._halo import Halo, halo_fraction
 from caloforge.simulate._materials import Material
 from caloforge.units import MEV_PER_GEV
 
-__all__ = ["PHOTON_CONVERSION_X0", "PHOTON_TMAX_SHIFT", "Spots", "axis_walk_steps", "walk_offsets",
-           "em_showers", "hadron_showers", "mip_tracks", "landau_factor"]
+__all__ = ["PHOTON_CONVERSION_X0", "PHOTON_TMAX_SHIFT", "Spots", "WALK_STEPS",
+           "axis_walk_steps", "walk_offsets", "em_showers", "hadron_showers", "mip_tracks",
+           "landau_factor"]
 
 # Mean depth (X0) of the first pair conversion of a photon: 9/7 X0 (the high-energy pair
 # production cross section 7 / (9 X0), PDG "Passage of particles through matter", 34.4.5).
@@ -44,6 +45,10 @@ PHOTON_CONVERSION_X0 = 9.0 / 7.0
 # (t_max = ln(E / E_c) + C, C = -0.5 for electrons, +0.5 for photons, PDG eq. 34.35), of
 # which the conversion depth already gives 9/7 X0 on average.
 PHOTON_TMAX_SHIFT = 1.0 - PHOTON_CONVERSION_X0
+
+
+# X0 of depth a shower's centroid walk takes steps over (it stays put after).
+WALK_STEPS = 48
 
 
 @dataclass
@@ -152,9 +157,13 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
             published; a calibration of the energy dependence of the lateral width).
         halo: if given, each spot hands the share :func:`._halo.halo_fraction` of its
             energy (at its relative depth) to the soft-photon halo: ``Spots.halo``.
-        axis_walk: if > 0, the shower's transverse energy centroid wanders with depth (see
-            :func:`axis_walk_offsets`): variance per axis ``axis_walk / (E/GeV)`` mm^2 per
-            X0 of depth.
+        axis_walk, axis_walk_power: if ``axis_walk`` > 0, the shower's transverse energy
+            centroid wanders with depth (see :func:`axis_walk_steps`): variance per axis
+            ``axis_walk * (E/GeV)^-axis_walk_power`` mm^2 per X0 of depth. Its steps are
+            kept in ``Spots.profiles["walk"]`` (zeros without a walk).
+        sampling_correlation: correlate ln T and ln alpha as GFlash's fit for sampling
+            calorimeters does (``0.784 - 0.023 ln y``) instead of the homogeneous-media
+            one (``0.705 - 0.023 ln y``).
     """
     m = len(energy)
     shower = np.arange(m) if shower is None else shower
@@ -171,7 +180,7 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     sig_ln_t = fluctuation / np.maximum(-1.4 + 1.26 * ln_y, 4.27)
     sig_ln_a = fluctuation / np.maximum(-0.58 + 0.86 * ln_y, 3.29)
     # correlation of ln T and ln alpha: GFlash's fit for homogeneous media, or the one
-    # for sampling calorimeters (Grindhammer & Peters, hep-ex/0001020, table 2)
+    # for sampling calorimeters (Grindhammer & Peters, hep-ex/0001020)
     rho = np.clip((0.784 if sampling_correlation else 0.705) - 0.023 * ln_y, 0.0, 1.0)
     g1, g2 = rng.standard_normal((2, m))
     c1, c2 = np.sqrt((1 + rho) / 2), np.sqrt((1 - rho) / 2)
@@ -286,12 +295,13 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
         spots.profiles = {"shower": shower, "start": np.asarray(start, dtype=np.float64),
                           "alpha": alpha, "beta": beta, "tau_scale": tau_scale,
                           "energy": np.asarray(energy, dtype=np.float64),
-                          "walk": (np.zeros((m, 2, 48), np.float32) if walk is None else walk)}
+                          "walk": (np.zeros((m, 2, WALK_STEPS), np.float32) if walk is None
+                                   else walk)}
     return spots
 
 
 def axis_walk_steps(rng: np.random.Generator, variance: np.ndarray,
-                    n_steps: int = 48) -> np.ndarray:
+                    n_steps: int = WALK_STEPS) -> np.ndarray:
     """The steps of a random walk of each shower's energy centroid with depth:
     ``(m, 2, n_steps)`` float32, the transverse step (mm, per axis) in each whole X0 from
     the shower's start, of variance ``variance[shower]`` mm^2 (the walk starts on the

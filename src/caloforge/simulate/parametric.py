@@ -95,8 +95,14 @@ class Calorimeter:
         loss: mean fraction of the energy escaping backwards (albedo).
         halo: the soft-photon halo of EM showers (see :mod:`._halo`).
         axis_walk: the wandering of an EM shower's energy centroid with depth (see
-            :func:`._showers.axis_walk_offsets`): variance per axis in Moliere radii
-            squared per X0 of depth, at 1 GeV (it falls as 1 / E); 0: none.
+            :func:`._showers.axis_walk_steps`): variance per axis in Moliere radii
+            squared per X0 of depth, at 1 GeV; 0: none.
+        axis_walk_power: that variance falls as ``(E/GeV)^-axis_walk_power``.
+        halo_follows_walk: the halo's photons leave the wandering shower (its walk at
+            each depth, weighted as the photons reaching each layer are) instead of the
+            incident axis.
+        sampling_correlation: ln T and ln alpha correlate as in GFlash's fit for sampling
+            calorimeters instead of the homogeneous-media one.
         block_size: showers per random stream (fixes reproducibility; do not change).
     """
 
@@ -165,7 +171,7 @@ EM_HALO = Halo(near=0.053, far=0.44, depth=1.5, length_scale=1.5, soft_share=0.5
 #   parametric-2 put 0.2 % of the energy beyond +-240 mm (Geant4: 0.09 %), so the deposit
 #   in the grid was 0.13 % low and layer 1 too wide;
 # - the shower's energy centroid wanders with depth (a random walk whose variance falls
-#   as 1 / E, :func:`._showers.axis_walk_offsets`; 0.75 mm^2 per X0 at 1 GeV in calogan):
+#   as 1 / E, :func:`._showers.axis_walk_steps`; 0.75 mm^2 per X0 at 1 GeV in calogan):
 #   with only the spots' sampling noise, the centroid in layer 1 and the balance of its
 #   two hottest cells (E_ratio) fluctuated less than in Geant4 once the spots are dense;
 # - 2.6 times as many spots per GeV, the GFlash radial tail cut at 4.25 instead of 5
