@@ -33,15 +33,13 @@ COPIES = 5
 PARTICLES = ("eplus", "gamma")
 
 # Known gaps of the current calibration (parametric-4), kept as strict expected failures
-# so that they show in every test run and flag when a better calibration closes them.
+# so that they show in every test run and flag when a better calibration closes them
+# (parametric-4's photon pair closed the photons' layer-2 occupancy and fraction).
 GAPS = {
-    ("occupancy", "gamma", 2): "photon showers reach layer 2 less often than in Geant4 "
-                               "(10-30 GeV: 0.130 of the cells against 0.168)",
     ("occupancy>1", "eplus", 2): "too few layer-2 cells above 1 MeV at 10-30 GeV (0.067 "
                                  "against 0.076)",
     ("occupancy>1", "gamma", 2): "too few layer-2 cells above 1 MeV at 10-30 GeV (0.071 "
                                  "against 0.100)",
-    ("fraction", "gamma", 2): "photon layer-2 fraction 0.0017 against 0.0023",
 }
 
 

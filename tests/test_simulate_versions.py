@@ -246,3 +246,27 @@ def test_outputs_that_are_not_regular_files_are_refused(tmp_path, capsys):
     assert exit_.value.code == 1
     assert "not a regular file" in capsys.readouterr().err
     assert fifo.is_fifo()
+
+
+def test_photon_showers_are_their_conversion_pairs():
+    from caloforge.simulate.parametric import _pair_fraction, simulate_block
+
+    # the Bethe-Heitler spectrum in complete screening, 1 - 4/3 x (1 - x): flat ends,
+    # two thirds as dense in the middle, symmetric
+    x = _pair_fraction(np.random.default_rng(4), 200_000)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    density, _ = np.histogram(x, bins=10, range=(0.0, 1.0), density=True)
+    expected = 1.0 - 4.0 / 3.0 * 0.05 * 0.95, 1.0 - 4.0 / 3.0 * 0.45 * 0.55
+    norm = 1.0 - 4.0 / 3.0 / 6.0  # the integral of the density on [0, 1]
+    assert abs(density[0] / (expected[0] / norm) - 1.0) < 0.03
+    assert abs(density[4] / (expected[1] / norm) - 1.0) < 0.03
+    assert abs(x.mean() - 0.5) < 0.003
+    # parametric-4 photons deposit what parametric-3 photons deposit, in the same grid
+    energy = np.full(400, 20e3)
+    totals = {}
+    for version in ("parametric-3", "parametric-4"):
+        cal = calorimeter("calogan", version)
+        assert cal.photon_pair_split == (version == "parametric-4")
+        showers = simulate_block(cal, "gamma", energy, None, np.random.default_rng(9))
+        totals[version] = (showers.voxels.sum(axis=1) + showers.overflow.sum(axis=1)).mean()
+    assert abs(totals["parametric-4"] / totals["parametric-3"] - 1.0) < 0.002, totals

@@ -127,7 +127,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
                halo: Halo | None = None, max_radius: float = 45.0,
                fluctuation: float = 1.0, radial_power: float = 0.0,
                axis_walk: float = 0.0, axis_walk_power: float = 1.0,
-               sampling_correlation: bool = False) -> Spots:
+               sampling_correlation: bool = False,
+               walk_energy: np.ndarray | None = None) -> Spots:
     """Spots of electromagnetic showers (GFlash, homogeneous effective medium).
 
     Args:
@@ -285,7 +286,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     u, v = r * np.cos(phi), r * np.sin(phi)
     walk = None
     if axis_walk > 0:
-        walk = axis_walk_steps(rng, axis_walk * e_gev**-axis_walk_power)
+        walk_gev = e_gev if walk_energy is None else np.maximum(walk_energy / MEV_PER_GEV, 1e-3)
+        walk = axis_walk_steps(rng, axis_walk * walk_gev**-axis_walk_power)
         du, dv = walk_offsets(walk, idx, t)
         u, v = u + du, v + dv
     spots = Spots(per_spot(shower), s, u, v, energy_spot)
@@ -295,6 +297,7 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
         spots.profiles = {"shower": shower, "start": np.asarray(start, dtype=np.float64),
                           "alpha": alpha, "beta": beta, "tau_scale": tau_scale,
                           "energy": np.asarray(energy, dtype=np.float64),
+                          "halo": np.bincount(idx, weights=spots.halo, minlength=m),
                           "walk": (np.zeros((m, 2, WALK_STEPS), np.float32) if walk is None
                                    else walk)}
     return spots
