@@ -215,9 +215,10 @@ def _parametric_3(cal: Calorimeter) -> Calorimeter:
 #   it a little (1.5 times);
 # - a photon's shower is its conversion pair's: two electron showers from the conversion
 #   point sharing the energy by the Bethe-Heitler spectrum, with no photon-specific
-#   shift of the maximum beyond PHOTON_TMAX_SHIFT (parametric-3: one shower of the full
-#   energy, its maximum 0.4 X0 earlier still): the photons' layer-2 fraction was 23 % low
-#   (0.00165 against 0.00214) and layer 0 7 % low; both within 5 % now.
+#   shift of their maxima (parametric-3: one shower of the full energy from the
+#   conversion point, its maximum 0.4 X0 earlier than an electron's in calogan and
+#   PHOTON_TMAX_SHIFT elsewhere): the photons' layer-2 fraction was 23 % low (0.00165
+#   against 0.00214) and layer 0 7 % low; both within 7 % now.
 EM_AXIS_WALK_4 = 3.0 / 35.4**2  # Moliere radii^2 per X0 at 1 GeV (calogan: R_M = 35.4 mm)
 
 
