@@ -99,10 +99,9 @@ class Calorimeter:
             squared per X0 of depth, at 1 GeV; 0: none.
         axis_walk_power: that variance falls as ``(E/GeV)^-axis_walk_power``.
         photon_pair_split: a photon's shower is two electron showers from its conversion
-            point, sharing its energy by the Bethe-Heitler spectrum (else one shower of
-            the full energy).
-        pair_shares_walk: the pair's two showers follow one centroid walk, that of the
-            photon's energy (else each its own).
+            point, sharing its energy by the Bethe-Heitler spectrum and following one
+            centroid walk, that of the photon's energy (else one shower of the full
+            energy).
         halo_follows_walk: the halo's photons leave the wandering shower (its walk at
             each depth, weighted as the photons reaching each layer are) instead of the
             incident axis.
@@ -137,7 +136,6 @@ class Calorimeter:
     halo_follows_walk: bool = False
     sampling_correlation: bool = False
     photon_pair_split: bool = False
-    pair_shares_walk: bool = False
     block_size: int = 1000
 
     @property
@@ -231,7 +229,7 @@ def _parametric_4(cal: Calorimeter) -> Calorimeter:
     """The parametric-4 calibration of a geometry's parametric-2 description."""
     return replace(_parametric_3(cal), axis_walk=EM_AXIS_WALK_4, axis_walk_power=1.5,
                    halo_follows_walk=True, sampling_correlation=True,
-                   photon_pair_split=True, pair_shares_walk=True, photon_t_max_shift=0.0)
+                   photon_pair_split=True, photon_t_max_shift=0.0)
 
 
 def _calogan(geometry: Geometry) -> Calorimeter:
@@ -442,13 +440,13 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
             start = np.zeros(m)
         deposit = energy * (1.0 - _em_losses(cal, e_gev, rng))
         walk = cal.axis_walk * medium.moliere_radius**2
-        sub_energy, shower, walk_energy = energy, None, None
+        sub_energy, shower, walk_energy, shared_walk = energy, None, None, False
         if particle == "gamma" and cal.photon_pair_split:
             x = _pair_fraction(rng, m)
             sub_energy = np.stack([x * energy, (1.0 - x) * energy], axis=1).reshape(-1)
             deposit = np.stack([x * deposit, (1.0 - x) * deposit], axis=1).reshape(-1)
             start, shower = np.repeat(start, 2), np.repeat(np.arange(m), 2)
-            walk_energy = np.repeat(energy, 2)
+            walk_energy, shared_walk = np.repeat(energy, 2), True
         spots = em_showers(rng, sub_energy, start, medium, cal.spots_per_gev, cal.spots_power,
                            deposit=deposit, shower=shower, depth=cal.depth / _min_sin(angle),
                            depth_spread=cal.depth_spread, depth_uniform=cal.depth_uniform,
@@ -458,7 +456,7 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
                            radial_power=cal.radial_power, axis_walk=walk,
                            axis_walk_power=cal.axis_walk_power,
                            sampling_correlation=cal.sampling_correlation,
-                           walk_energy=walk_energy, shared_walk=cal.pair_shares_walk)
+                           walk_energy=walk_energy, shared_walk=shared_walk)
     elif particle in ("piplus", "piminus"):
         spots, _ = hadron_showers(rng, energy, medium, cal.depth / _min_sin(angle),
                                   spots_per_gev=cal.spots_per_gev,
@@ -500,7 +498,6 @@ def _halo(cal: Calorimeter, rng: np.random.Generator, m: int, spots: Spots,
     """
     halo, n_layers = cal.halo, cal.geometry.n_layers
     prof = spots.profiles
-    total = np.bincount(spots.shower, weights=spots.halo, minlength=m)
     k = prof["shower"]
     single = np.bincount(k, minlength=m).max(initial=0) <= 1  # one profile per shower
     n_grid = 32
@@ -527,6 +524,7 @@ def _halo(cal: Calorimeter, rng: np.random.Generator, m: int, spots: Spots,
     shower_energy = np.zeros(m)
     np.maximum.at(shower_energy, k, prof["energy"])
     photon_mev = halo.mean_mev * (np.maximum(shower_energy, 1.0) / 10_000.0) ** -halo.mean_power
+    grow = ((prof["energy"] / 10_000.0) ** halo.spread_power)[:, None]
     for length, share in zip(lengths, shares, strict=True):
         if share <= 0:
             continue
@@ -543,10 +541,9 @@ def _halo(cal: Calorimeter, rng: np.random.Generator, m: int, spots: Spots,
         # energy the spots handed over (what leaks out of the back is lost).
         emitted = np.maximum(weight.sum(axis=1), 1e-300)[:, None]
         energy = np.zeros((m, n_layers))
-        part = share * per_layer / emitted * (total[k, None] if single else prof["halo"][:, None])
+        part = share * per_layer / emitted * prof["halo"][:, None]
         np.add.at(energy, k, part)
         inside += energy.sum(axis=1)
-        grow = ((prof["energy"] / 10_000.0) ** halo.spread_power)[:, None]
         c = np.zeros((len(k), n_layers, 2))
         c[:, :, 0] = centre_a
         if walk is not None:  # the halo's photons leave the wandering shower
