@@ -15,6 +15,7 @@ from caloforge.models import Conditioning, build_model
 from caloforge.models.gan3d import (
     Gan3D,
     Gan3DConfig,
+    batch_statistics,
     flip_labels,
     mae,
     mape,
@@ -386,6 +387,64 @@ def test_discriminator_sees_the_shower_moments_when_asked():
     assert np.isfinite(list(metrics.values())).all()
 
 
+def test_batch_statistics_are_the_spreads_and_pairwise_correlations():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(500, 4))
+    z[:, 1] = 0.6 * z[:, 0] + 0.8 * z[:, 1]  # correlation 0.6 with feature 0
+    z[:, 3] *= 3.0
+    pairs = torch.triu_indices(4, 4, 1)
+    stats = batch_statistics(torch.from_numpy(z), pairs)[0].numpy()
+    np.testing.assert_allclose(np.exp(stats[:4]), z.std(axis=0), rtol=1e-5)
+    corr = np.corrcoef(z.T)[pairs[0].numpy(), pairs[1].numpy()]
+    np.testing.assert_allclose(stats[4:], corr, atol=1e-5)
+    assert abs(stats[4] - 0.6) < 0.1  # the (0, 1) pair
+    one = batch_statistics(torch.ones(1, 4, dtype=torch.float64), pairs)[0]
+    assert torch.isfinite(one).all() and (one[4:] == 0).all()
+
+
+def test_discriminator_sees_the_batch_statistics_when_asked():
+    s = showers(TINY_CLIC, 64)
+    model = tiny_model(disc_batch_moments=True)
+    assert not hasattr(model.discriminator, "moments")  # independent of disc_moments
+    model.prepare(s)
+    disc = model.discriminator.eval()  # batch norm on running statistics: showers apart
+    grid = model._units(model.crop(model.voxels_to_grid(torch.from_numpy(s.voxels))))
+    cond = model._disc_conditions(torch.from_numpy(s.conditions()))
+    # the conditions are standardised with the training showers' mean and spread
+    torch.testing.assert_close(disc.condition_mean, cond.mean(dim=0))
+    torch.testing.assert_close(disc.condition_std, cond.std(dim=0))
+    with torch.no_grad():
+        alone = torch.cat([disc(grid[i:i + 1], cond[i:i + 1])[0] for i in range(4)])
+        together, _, _ = disc(grid[:4], cond[:4])
+        other, _, _ = disc(torch.cat([grid[:1], grid[4:7]]), torch.cat([cond[:1], cond[4:7]]))
+        # the same showers told they were made for other conditions
+        swapped, _, _ = disc(grid[:4], cond[:4].flip(0))
+    # a shower's logit depends on the batch it is shown in, through the statistics only,
+    # and on the conditions the batch was made for
+    assert not torch.allclose(together, alone)
+    assert not torch.allclose(together[0], other[0])
+    assert not torch.allclose(together, swapped)
+    with pytest.raises(ValueError, match="conditions"):
+        disc(grid[:4])
+    plain = tiny_model(disc_moments=True)
+    plain.prepare(s)
+    with torch.no_grad():
+        d = plain.discriminator.eval()
+        torch.testing.assert_close(d(grid[:4])[0], torch.cat([d(grid[i:i + 1])[0]
+                                                                for i in range(4)]))
+    metrics = model.train().training_step(batch_of(s[:8]), 1)
+    assert np.isfinite(list(metrics.values())).all()
+    # the generator receives gradients through the batch statistics
+    model.generator.zero_grad()
+    fake = model._generate_units(model.generator, model.draw_latent(8),
+                                 torch.from_numpy(s[:8].conditions()))
+    z = (shower_moments(to_mev(fake)) - disc.moment_mean) / disc.moment_std
+    stats = batch_statistics(torch.cat([z, cond[:8]], dim=1), disc.pairs)
+    stats.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.generator.parameters())
+
+
 def test_mirror_y_mirrors_on_a_latent_component_the_network_does_not_see():
     model = tiny_model(mirror_y=True, response_normalisation=True)
     model.prepare(showers(TINY_CLIC, 64))
@@ -488,6 +547,7 @@ def test_train_help_lists_the_registered_models():
     {"window": (4, 4), "gen_upsample_mode": "trilinear"},
     {"window": (4, 4), "response_normalisation": True},
     {"response_normalisation": True, "mirror_y": True, "disc_moments": True},
+    {"disc_batch_moments": True},
 ])
 def test_model_exports_to_onnx_with_parity(tmp_path, changes):
     from caloforge.export import export_onnx

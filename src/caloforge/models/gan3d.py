@@ -169,6 +169,16 @@ class Gan3DConfig(ModelConfig):
             apart showers whose moments do not go together as the real ones' do (their
             correlations, the target of the paper's figure 3a). Not in the paper
             (default off).
+        disc_batch_moments: the discriminator also sees statistics of the batch it is
+            shown: the spread of each standardised shower feature and of the two
+            conditions (primary energy, polar angle), and the correlation of every pair of
+            them (the 13 features of the paper's figure 3a), through one linear layer,
+            beside every shower's own features. Real
+            and generated batches are shown apart, so a generated batch whose features
+            spread or go together otherwise than the real ones' is told apart: the
+            minibatch standard deviation of Karras et al. (arXiv:1710.10196), with the
+            correlations added, a form of minibatch discrimination (Salimans et al.,
+            arXiv:1606.03498). It acts in training only. Not in the paper (default off).
         mirror_y: the calorimeter is symmetric under y -> -y (the polar angle tilts the
             showers along x): each generated shower is mirrored in y when one more latent
             component, which the generator network does not see (so it cannot undo the
@@ -208,6 +218,7 @@ class Gan3DConfig(ModelConfig):
     spectrum_target: str = "batch"
     response_normalisation: bool = False
     disc_moments: bool = False
+    disc_batch_moments: bool = False
     mirror_y: bool = False
 
     def __post_init__(self) -> None:
@@ -417,6 +428,7 @@ class Gan3DGenerator(nn.Module):
 
 
 N_MOMENTS = 11
+N_CONDITIONS = 2  # scaled primary energy and polar angle
 _MOMENT_HIT_MEV = 0.1  # a cell counts as hit above this deposit, as in the evaluation
 
 
@@ -442,6 +454,21 @@ def shower_moments(mev: Tensor) -> Tensor:
         means.append(m1)
         widths.append(m2.clamp_min(1e-6).sqrt())
     return torch.stack(feats + means + widths, dim=1)
+
+
+_BATCH_FEATURES = 16  # discriminator features computed from the batch's statistics
+
+
+def batch_statistics(z: Tensor, pairs: Tensor) -> Tensor:
+    """Statistics of a batch of feature vectors ``z`` ``(B, k)``: ``(1, k + P)``, the log
+    of each feature's standard deviation and the Pearson correlation of each of the ``P``
+    pairs ``pairs`` ``(2, P)`` (indices into the features). A batch of one shower has
+    no spread: the standard deviations are then 1e-3 and the correlations 0."""
+    centred = z - z.mean(dim=0)
+    std = (centred.pow(2).mean(dim=0) + 1e-6).sqrt()
+    unit = centred / std
+    corr = (unit[:, pairs[0]] * unit[:, pairs[1]]).mean(dim=0)
+    return torch.cat([std.log(), corr]).unsqueeze(0)
 
 
 class Gan3DDiscriminator(nn.Module):
@@ -472,13 +499,25 @@ class Gan3DDiscriminator(nn.Module):
         self.pool = tuple(min(cfg.disc_pool, n) for n in size)
         size = [n // p for n, p in zip(size, self.pool, strict=True)]
         n_features = cfg.disc_channels[-1] * int(np.prod(size))
-        if cfg.disc_moments:
-            self.moments = nn.Sequential(nn.Linear(N_MOMENTS, 32), nn.LeakyReLU(cfg.leaky_slope),
-                                         nn.Linear(32, 32), nn.LeakyReLU(cfg.leaky_slope))
+        if cfg.disc_moments or cfg.disc_batch_moments:
             # the training showers' feature mean and spread (set by Gan3D.prepare)
             self.register_buffer("moment_mean", torch.zeros(N_MOMENTS))
             self.register_buffer("moment_std", torch.ones(N_MOMENTS))
+        if cfg.disc_moments:
+            self.moments = nn.Sequential(nn.Linear(N_MOMENTS, 32), nn.LeakyReLU(cfg.leaky_slope),
+                                         nn.Linear(32, 32), nn.LeakyReLU(cfg.leaky_slope))
             n_features += 32
+        if cfg.disc_batch_moments:
+            n_batch = N_MOMENTS + N_CONDITIONS
+            # the training showers' mean and spread of the scaled conditions (Gan3D.prepare)
+            self.register_buffer("condition_mean", torch.zeros(N_CONDITIONS))
+            self.register_buffer("condition_std", torch.ones(N_CONDITIONS))
+            self.register_buffer("pairs", torch.triu_indices(n_batch, n_batch, 1),
+                                 persistent=False)
+            n_stats = n_batch + self.pairs.shape[1]
+            self.batch_moments = nn.Sequential(nn.Linear(n_stats, _BATCH_FEATURES),
+                                               nn.LeakyReLU(cfg.leaky_slope))
+            n_features += _BATCH_FEATURES
         self.real_fake = nn.Linear(n_features, 1)
         self.energy = nn.Linear(n_features, 1)
         self.angle = nn.Linear(n_features, 1)
@@ -486,16 +525,29 @@ class Gan3DDiscriminator(nn.Module):
             self.energy.bias.fill_(energy_init)
             self.angle.bias.fill_(angle_init)
 
-    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, pixels: Tensor, conditions: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """``conditions``: ``(B, 2)`` the scaled primary energy and polar angle the
+        showers were generated for (real ones: their own); needed with
+        ``disc_batch_moments``, unused otherwise."""
         s = self.cfg.leaky_slope
         x = F.leaky_relu(self.convs[0](pixels), s)
         for conv, norm in zip(self.convs[1:], self.norms, strict=True):
             x = norm(F.leaky_relu(conv(x), s))
         x = F.avg_pool3d(x, self.pool).flatten(1)
-        if self.cfg.disc_moments:
+        if self.cfg.disc_moments or self.cfg.disc_batch_moments:
             mev = to_mev(pixels, self.cfg.voxel_power, self.cfg.voxel_scale_mev)
             z = (shower_moments(mev) - self.moment_mean) / self.moment_std
-            x = torch.cat([x, self.moments(z)], dim=1)
+            if self.cfg.disc_moments:
+                x = torch.cat([x, self.moments(z)], dim=1)
+            if self.cfg.disc_batch_moments:
+                if conditions is None:
+                    raise ValueError("disc_batch_moments: the discriminator needs the "
+                                     "showers' conditions")
+                c = (conditions - self.condition_mean) / self.condition_std
+                stats = self.batch_moments(batch_statistics(torch.cat([z, c], dim=1),
+                                                            self.pairs))
+                x = torch.cat([x, stats.expand(len(x), -1)], dim=1)
         return (self.real_fake(x).squeeze(1), self.energy(x).squeeze(1),
                 self.angle(x).squeeze(1))
 
@@ -612,7 +664,7 @@ class Gan3D(GenerativeModel):
         if self.config.response_normalisation:
             relative = fraction / (design @ coeffs) - 1.0
             self.deposit_spread.fill_(float(relative.std()) if len(showers) > 1 else 0.0)
-        if self.config.disc_moments:
+        if self.config.disc_moments or self.config.disc_batch_moments:
             sample = showers[:2000]
             with torch.no_grad():
                 grid = self.crop(self.voxels_to_grid(torch.as_tensor(sample.voxels)))
@@ -622,6 +674,18 @@ class Gan3D(GenerativeModel):
             disc.moment_mean.copy_(feats.mean(dim=0))
             disc.moment_std.copy_(feats.std(dim=0).nan_to_num(1.0).clamp_min(1e-3)
                                   if len(feats) > 1 else torch.ones(N_MOMENTS))
+        if self.config.disc_batch_moments:
+            cond = self._disc_conditions(torch.as_tensor(showers.conditions()))
+            disc = self.discriminator
+            disc.condition_mean.copy_(cond.mean(dim=0))
+            disc.condition_std.copy_(cond.std(dim=0).nan_to_num(1.0).clamp_min(1e-3)
+                                     if len(cond) > 1 else torch.ones(N_CONDITIONS))
+
+    def _disc_conditions(self, conditions: Tensor) -> Tensor:
+        """``(B, 2)`` conditions (MeV, degrees) -> the discriminator's scaled energy and
+        angle ``(B, 2)``."""
+        energy = mev_to_gev(conditions[:, 0].float()) / self.config.energy_scale_gev
+        return torch.stack([energy, self._scaled_angle(conditions[:, 1].float())], dim=1)
 
     # ---- sampling --------------------------------------------------------------------------
 
@@ -717,7 +781,7 @@ class Gan3D(GenerativeModel):
         disc.requires_grad_(True)
         _, _, e_true, a_true = targets(conditions)
         opt_d.zero_grad(set_to_none=True)
-        logit, e_reg, a_reg = disc(real)
+        logit, e_reg, a_reg = disc(real, self._disc_conditions(conditions))
         d_real = F.binary_cross_entropy_with_logits(logit, flip_labels(ones, c.label_flip_prob))
         d_e_real, d_a_real = mape(e_reg, e_true), mae(a_reg, a_true)
         (w_g * d_real + w_p * d_e_real + w_a * d_a_real).backward()
@@ -729,7 +793,7 @@ class Gan3D(GenerativeModel):
         with torch.no_grad():
             fake = generate(fc)
         opt_d.zero_grad(set_to_none=True)
-        logit, e_reg, a_reg = disc(fake)
+        logit, e_reg, a_reg = disc(fake, self._disc_conditions(fc))
         d_fake = F.binary_cross_entropy_with_logits(logit, flip_labels(zeros, c.label_flip_prob))
         d_e_fake, d_a_fake = mape(e_reg, e_fake), mae(a_reg, a_fake)
         (w_g * d_fake + w_p * d_e_fake + w_a * d_a_fake).backward()
@@ -745,7 +809,7 @@ class Gan3D(GenerativeModel):
             energy_gev, _, e_t, a_t = targets(fc)
             opt_g.zero_grad(set_to_none=True)
             fake = generate(fc)
-            logit, e_reg, a_reg = disc(fake)
+            logit, e_reg, a_reg = disc(fake, self._disc_conditions(fc))
             adv = F.binary_cross_entropy_with_logits(logit, ones)
             l_p, l_a = mape(e_reg, e_t), mae(a_reg, a_t)
             ecal = mev_to_gev(self._mev(fake).sum(dim=(1, 2, 3, 4)))
