@@ -173,12 +173,12 @@ class Gan3DConfig(ModelConfig):
             shown: the spread of each standardised shower feature and of the two
             conditions (primary energy, polar angle), and the correlation of every pair of
             them (the 13 features of the paper's figure 3a), through one linear layer,
-            beside every shower's own features. Real
-            and generated batches are shown apart, so a generated batch whose features
-            spread or go together otherwise than the real ones' is told apart: the
-            minibatch standard deviation of Karras et al. (arXiv:1710.10196), with the
-            correlations added, a form of minibatch discrimination (Salimans et al.,
-            arXiv:1606.03498). It acts in training only. Not in the paper (default off).
+            beside every shower's own features. Real and generated batches are shown
+            apart, so a generated batch whose features spread or go together otherwise
+            than the real ones' is told apart: the minibatch standard deviation of Karras
+            et al. (arXiv:1710.10196), with the correlations added, a form of minibatch
+            discrimination (Salimans et al., arXiv:1606.03498). It acts in training only.
+            Not in the paper (default off).
         mirror_y: the calorimeter is symmetric under y -> -y (the polar angle tilts the
             showers along x): each generated shower is mirrored in y when one more latent
             component, which the generator network does not see (so it cannot undo the
@@ -462,8 +462,10 @@ _BATCH_FEATURES = 16  # discriminator features computed from the batch's statist
 def batch_statistics(z: Tensor, pairs: Tensor) -> Tensor:
     """Statistics of a batch of feature vectors ``z`` ``(B, k)``: ``(1, k + P)``, the log
     of each feature's standard deviation and the Pearson correlation of each of the ``P``
-    pairs ``pairs`` ``(2, P)`` (indices into the features). A batch of one shower has
-    no spread: the standard deviations are then 1e-3 and the correlations 0."""
+    pairs ``pairs`` ``(2, P)`` (indices into the features): the minibatch standard
+    deviation of Karras et al., "Progressive Growing of GANs", arXiv:1710.10196, with the
+    correlations added. A batch of one shower has no spread: the standard deviations are
+    then 1e-3 and the correlations 0."""
     centred = z - z.mean(dim=0)
     std = (centred.pow(2).mean(dim=0) + 1e-6).sqrt()
     unit = centred / std
@@ -529,7 +531,11 @@ class Gan3DDiscriminator(nn.Module):
                 ) -> tuple[Tensor, Tensor, Tensor]:
         """``conditions``: ``(B, 2)`` the scaled primary energy and polar angle the
         showers were generated for (real ones: their own); needed with
-        ``disc_batch_moments``, unused otherwise."""
+        ``disc_batch_moments``, unused otherwise.
+
+        Raises:
+            ValueError: ``disc_batch_moments`` without ``conditions``.
+        """
         s = self.cfg.leaky_slope
         x = F.leaky_relu(self.convs[0](pixels), s)
         for conv, norm in zip(self.convs[1:], self.norms, strict=True):
