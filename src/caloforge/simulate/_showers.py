@@ -127,8 +127,7 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
                halo: Halo | None = None, max_radius: float = 45.0,
                fluctuation: float = 1.0, radial_power: float = 0.0,
                axis_walk: float = 0.0, axis_walk_power: float = 1.0,
-               sampling_correlation: bool = False,
-               walk_energy: np.ndarray | None = None, shared_walk: bool = False) -> Spots:
+               sampling_correlation: bool = False, shared_walk: bool = False) -> Spots:
     """Spots of electromagnetic showers (GFlash, homogeneous effective medium).
 
     Args:
@@ -165,9 +164,8 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
         sampling_correlation: correlate ln T and ln alpha as GFlash's fit for sampling
             calorimeters does (``0.784 - 0.023 ln y``) instead of the homogeneous-media
             one (``0.705 - 0.023 ln y``).
-        walk_energy: ``(m,)`` MeV that sets each walk's variance (default ``energy``; a
-            photon's pair members walk as the photon).
-        shared_walk: the showers of one ``shower`` index follow one walk (the first's).
+        shared_walk: the showers of one ``shower`` index follow one walk, that of their
+            summed energy (a photon's conversion pair walks as the photon).
     """
     m = len(energy)
     shower = np.arange(m) if shower is None else shower
@@ -289,12 +287,12 @@ def em_showers(rng: np.random.Generator, energy: np.ndarray, start: np.ndarray,
     u, v = r * np.cos(phi), r * np.sin(phi)
     walk = None
     if axis_walk > 0:
-        walk_gev = e_gev if walk_energy is None else np.maximum(walk_energy / MEV_PER_GEV, 1e-3)
         if shared_walk:  # one walk per entry of ``shower``, followed by all its profiles
-            groups, first, inverse = np.unique(shower, return_index=True, return_inverse=True)
-            walk = axis_walk_steps(rng, axis_walk * walk_gev[first]**-axis_walk_power)[inverse]
+            _, inverse = np.unique(shower, return_inverse=True)
+            group_gev = np.maximum(np.bincount(inverse, weights=energy) / MEV_PER_GEV, 1e-3)
+            walk = axis_walk_steps(rng, axis_walk * group_gev**-axis_walk_power)[inverse]
         else:
-            walk = axis_walk_steps(rng, axis_walk * walk_gev**-axis_walk_power)
+            walk = axis_walk_steps(rng, axis_walk * e_gev**-axis_walk_power)
         du, dv = walk_offsets(walk, idx, t)
         u, v = u + du, v + dv
     spots = Spots(per_spot(shower), s, u, v, energy_spot)

@@ -440,13 +440,13 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
             start = np.zeros(m)
         deposit = energy * (1.0 - _em_losses(cal, e_gev, rng))
         walk = cal.axis_walk * medium.moliere_radius**2
-        sub_energy, shower, walk_energy, shared_walk = energy, None, None, False
+        sub_energy, shower, shared_walk = energy, None, False
         if particle == "gamma" and cal.photon_pair_split:
             x = _pair_fraction(rng, m)
             sub_energy = np.stack([x * energy, (1.0 - x) * energy], axis=1).reshape(-1)
             deposit = np.stack([x * deposit, (1.0 - x) * deposit], axis=1).reshape(-1)
             start, shower = np.repeat(start, 2), np.repeat(np.arange(m), 2)
-            walk_energy, shared_walk = np.repeat(energy, 2), True
+            shared_walk = True
         spots = em_showers(rng, sub_energy, start, medium, cal.spots_per_gev, cal.spots_power,
                            deposit=deposit, shower=shower, depth=cal.depth / _min_sin(angle),
                            depth_spread=cal.depth_spread, depth_uniform=cal.depth_uniform,
@@ -456,7 +456,7 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
                            radial_power=cal.radial_power, axis_walk=walk,
                            axis_walk_power=cal.axis_walk_power,
                            sampling_correlation=cal.sampling_correlation,
-                           walk_energy=walk_energy, shared_walk=shared_walk)
+                           shared_walk=shared_walk)
     elif particle in ("piplus", "piminus"):
         spots, _ = hadron_showers(rng, energy, medium, cal.depth / _min_sin(angle),
                                   spots_per_gev=cal.spots_per_gev,
