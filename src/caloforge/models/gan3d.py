@@ -558,6 +558,14 @@ class Gan3DDiscriminator(nn.Module):
                 self.angle(x).squeeze(1))
 
 
+def _set_standardisation(mean: Tensor, std: Tensor, values: Tensor) -> None:
+    """Set the buffers ``mean`` and ``std`` ``(k,)`` to the columns' mean and spread of
+    ``values`` ``(n, k)`` (a spread of at least 1e-3; 1 when ``n`` < 2)."""
+    mean.copy_(values.mean(dim=0))
+    std.copy_(values.std(dim=0).nan_to_num(1.0).clamp_min(1e-3) if len(values) > 1
+              else torch.ones_like(std))
+
+
 # ---- the model ------------------------------------------------------------------------------
 
 
@@ -676,16 +684,12 @@ class Gan3D(GenerativeModel):
                 grid = self.crop(self.voxels_to_grid(torch.as_tensor(sample.voxels)))
                 feats = torch.cat([shower_moments(grid[i:i + 256].float())
                                    for i in range(0, len(grid), 256)])
-            disc = self.discriminator
-            disc.moment_mean.copy_(feats.mean(dim=0))
-            disc.moment_std.copy_(feats.std(dim=0).nan_to_num(1.0).clamp_min(1e-3)
-                                  if len(feats) > 1 else torch.ones(N_MOMENTS))
+            _set_standardisation(self.discriminator.moment_mean,
+                                 self.discriminator.moment_std, feats)
         if self.config.disc_batch_moments:
             cond = self._disc_conditions(torch.as_tensor(showers.conditions()))
-            disc = self.discriminator
-            disc.condition_mean.copy_(cond.mean(dim=0))
-            disc.condition_std.copy_(cond.std(dim=0).nan_to_num(1.0).clamp_min(1e-3)
-                                     if len(cond) > 1 else torch.ones(N_CONDITIONS))
+            _set_standardisation(self.discriminator.condition_mean,
+                                 self.discriminator.condition_std, cond)
 
     def _disc_conditions(self, conditions: Tensor) -> Tensor:
         """``(B, 2)`` conditions (MeV, degrees) -> the discriminator's scaled energy and
