@@ -29,7 +29,7 @@ def test_simulate_writes_a_calogan_file(tmp_path, capsys):
                               "-n", "300", "--energy", "1:100", "--seed", "1", "-o", str(out),
                               "--quiet"], capsys)
     assert status == 0
-    assert "wrote 300 eplus showers (parametric, parametric-4)" in stdout
+    assert "wrote 300 eplus showers (parametric, parametric-5)" in stdout
     with h5py.File(out, "r") as f:
         assert f["layer_0"].shape == (300, 3, 96)
         assert f["energy"].shape == (300, 1)

@@ -9,7 +9,8 @@ reference where those are larger), layer fractions within three standard errors,
 deposited fraction within 0.3%. Where the current calibration misses, the case is a
 strict expected failure with the gap in its reason (``GAPS``). The last tests hold what
 parametric-3 changed (the width's fluctuation, the energy beyond the grid, the halo's
-radial symmetry) and parametric-4 (the centroid's wandering) and run on every version;
+radial symmetry), parametric-4 (the centroid's wandering) and parametric-5 (far hits in
+clusters) and run on every version;
 where an older calibration misses, they are strict expected failures: they can fail, and
 do on the calibration before.
 """
@@ -32,14 +33,13 @@ BINS = ((1.0, 10.0), (10.0, 30.0), (30.0, 100.0))
 COPIES = 5
 PARTICLES = ("eplus", "gamma")
 
-# Known gaps of the current calibration (parametric-4), kept as strict expected failures
+# Known gaps of the current calibration (parametric-5), kept as strict expected failures
 # so that they show in every test run and flag when a better calibration closes them
-# (parametric-4's photon pair closed the photons' layer-2 occupancy and fraction).
+# (parametric-4's photon pair closed the photons' layer-2 occupancy and fraction,
+# parametric-5's photon paths their layer-2 cells above 1 MeV).
 GAPS = {
-    ("occupancy>1", "eplus", 2): "too few layer-2 cells above 1 MeV at 10-30 GeV (0.067 "
-                                 "against 0.076)",
-    ("occupancy>1", "gamma", 2): "too few layer-2 cells above 1 MeV at 10-30 GeV (0.071 "
-                                 "against 0.100)",
+    ("occupancy>1", "eplus", 2): "too few layer-2 cells above 1 MeV at 30-100 GeV (0.205 "
+                                 "against 0.231)",
 }
 
 
@@ -229,3 +229,60 @@ def test_shower_centroid_wanders_like_geant4(particle, version):
         spread = _pooled_spreads(g4, sim, lo, hi, "centre")
         tolerance = 3.0 / np.sqrt(2 * len(_select(g4, lo, hi)))
         assert abs(spread[1] / spread[0] - 1.0) < tolerance, (particle, version, lo, spread)
+
+
+def _neighbour_hits(showers):
+    """How often a hit cell (above 1 keV) far from the core has its neighbour hit: the
+    layer-0 strips of the two outer rows (next strip along the row) and the layer-1 cells
+    more than three cells from the centre in both directions (next cell along a row)."""
+    strips = showers.layers[0].reshape(len(showers), 3, 96)[:, [0, 2], :] > 0.001
+    cells = showers.layers[1].reshape(len(showers), 12, 12) > 0.001
+    outer = np.abs(np.arange(12) - 5.5) > 3
+    ring = outer[:, None] & (outer[1:] & outer[:-1])[None, :]
+    both0 = (strips[:, :, 1:] & strips[:, :, :-1]).sum() / strips[:, :, :-1].sum()
+    hit1 = cells[:, :, :-1] & ring
+    both1 = (hit1 & cells[:, :, 1:]).sum() / hit1.sum()
+    return both0, both1
+
+
+# The clustering parametric-5 does not reach yet: (particle, version, bin) -> reason.
+CLUSTER_GAPS = {
+    ("gamma", "parametric-5", 1.0): "photons of 1-10 GeV: a hit far layer-1 cell has its "
+                                    "neighbour hit 0.19 of the time against Geant4's 0.30",
+}
+
+
+def _cluster_cases():
+    for version in SIMULATOR_VERSIONS:
+        for particle in PARTICLES:
+            for lo, hi in BINS:
+                if version in ("parametric-2", "parametric-3", "parametric-4"):
+                    # independent cells, in the best-measured bin where far cells are sparse
+                    if lo != 10.0:
+                        continue
+                    reason = (f"{version}: far cells are hit independently of each other: a "
+                              "hit far cell has its neighbour hit 26-41% less often than in "
+                              "Geant4 at 10-30 GeV")
+                    marks = pytest.mark.xfail(strict=True, reason=reason)
+                else:
+                    gap = CLUSTER_GAPS.get((particle, version, lo))
+                    marks = pytest.mark.xfail(strict=True, reason=gap) if gap else ()
+                yield pytest.param(particle, version, lo, hi, marks=marks,
+                                   id=f"{particle}-{version}-{lo:g}-{hi:g}GeV")
+
+
+@pytest.mark.parametrize("particle,version,lo,hi", list(_cluster_cases()))
+def test_far_hits_cluster_like_geant4(particle, version, lo, hi):
+    # A halo photon deposits at each of its interactions: far from the core, a hit cell's
+    # neighbour is hit more often than independent cells would be. Within 15% of Geant4,
+    # or three of its standard errors where those are larger (few Geant4 showers below
+    # 10 GeV; bootstrap over the showers).
+    _, g4, sim = _pair(particle, version)
+    rng = np.random.default_rng(5)
+    a, b = _select(g4, lo, hi), _select(sim, lo, hi)
+    pa, pb = _neighbour_hits(a), _neighbour_hits(b)
+    resampled = [_neighbour_hits(a[rng.integers(0, len(a), len(a))]) for _ in range(100)]
+    tolerance = np.maximum(0.15, 3.0 * np.std(resampled, axis=0) / np.asarray(pa))
+    for layer in range(2):
+        assert abs(pb[layer] / pa[layer] - 1.0) < tolerance[layer], (
+            particle, version, lo, layer, pa, pb, tolerance)

@@ -48,7 +48,20 @@ PARAMETRIC_3 = {
                            [245.47, 12445.56, 47045.56, 308.17],
                            [3.51, 506.57, 80344.42, 1717.93]],
 }
-PINNED = {"parametric-2": PARAMETRIC_2, "parametric-3": PARAMETRIC_3}
+# The same for parametric-4, as committed before parametric-5 existed (commit e19c6ce).
+PARAMETRIC_4 = {
+    ("calogan", "eplus"): [[15543.22, 64051.81, 96.27], [1921.68, 4314.68, 5.56],
+                           [8006.87, 51213.01, 117.31], [20010.8, 66702.51, 55.52]],
+    ("calogan", "gamma"): [[1880.96, 77732.64, 155.46], [1611.43, 4620.07, 1.55],
+                           [7699.24, 51359.89, 202.55], [60.62, 85990.38, 601.94]],
+    ("calogan", "piplus"): [[33.85, 191.38, 24.32], [43.22, 1020.21, 286.38],
+                            [49.49, 31518.95, 842.84], [55.78, 255.17, 16.59]],
+    ("atlas89", "gamma"): [[1.75, 4304.89, 72091.05, 827.44], [120.36, 5265.89, 8592.99, 34.46],
+                           [269.82, 13307.21, 45643.01, 468.57],
+                           [3.26, 106.61, 75828.15, 4780.44]],
+}
+PINNED = {"parametric-2": PARAMETRIC_2, "parametric-3": PARAMETRIC_3,
+          "parametric-4": PARAMETRIC_4}
 
 
 def _layer_sums(showers):
@@ -68,9 +81,9 @@ def test_older_versions_give_the_showers_they_always_gave(geometry, particle, ve
 
 
 def test_the_default_is_the_newest_version_and_it_differs():
-    assert SIMULATOR_VERSION == SIMULATOR_VERSIONS[-1] == "parametric-4"
+    assert SIMULATOR_VERSION == SIMULATOR_VERSIONS[-1] == "parametric-5"
     new = simulate_showers("calogan", "eplus", 4, energy_range=(1.0, 100.0), seed=7)
-    assert new.meta["generator_version"] == "parametric-4"
+    assert new.meta["generator_version"] == "parametric-5"
     for pinned in PINNED.values():
         assert not np.allclose(_layer_sums(new), pinned["calogan", "eplus"], rtol=1e-3)
     # the same incident energies: the version changes the showers, not the sampling
@@ -80,7 +93,7 @@ def test_the_default_is_the_newest_version_and_it_differs():
 
 
 def test_unknown_version_is_refused_in_one_line():
-    with pytest.raises(CaloforgeError, match="parametric-2, parametric-3, parametric-4"):
+    with pytest.raises(CaloforgeError, match="parametric-2, parametric-3, parametric-4, parametric-5"):
         simulate_showers("calogan", "eplus", 2, version="parametric-9")
     with pytest.raises(CaloforgeError, match="unknown parametric simulator version"):
         calorimeter("calogan", "3")
@@ -104,7 +117,7 @@ def test_cli_writes_the_chosen_version(tmp_path, capsys):
               "-o", str(bad)])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert "parametric-2, parametric-3, parametric-4" in err and len(err.strip().splitlines()) == 1
+    assert "parametric-2, parametric-3, parametric-4, parametric-5" in err and len(err.strip().splitlines()) == 1
     assert not bad.exists()
 
 
@@ -210,6 +223,12 @@ def test_walk_and_halo_of_each_version_in_every_geometry():
         cal = calorimeter(get_geometry(name))
         assert cal.halo.radial and cal.axis_walk > 0 and cal.halo_follows_walk
         assert cal.axis_walk_power == 1.5 and cal.sampling_correlation
+        # parametric-5: the halo photons' paths everywhere; the escaping energy drawn
+        # shower by shower where it was calibrated on Geant4 (calogan)
+        assert cal.halo.interactions > 1 and cal.positron_annihilation
+        assert cal.escape_fluctuates == (name == "calogan")
+        p4 = calorimeter(name, "parametric-4")
+        assert p4.halo.interactions == 1 and not p4.escape_fluctuates
         p3 = calorimeter(name, "parametric-3")
         assert p3.halo.radial and p3.axis_walk > 0 and p3.axis_walk_power == 1.0
         assert not (p3.halo_follows_walk or p3.sampling_correlation)
@@ -230,8 +249,8 @@ def test_evaluate_names_the_versions_and_warns_on_a_mismatch(tmp_path):
                                               "training_generator_version": "parametric-2"})
     metrics = evaluate_files(tmp_path / "ref.h5", tmp_path / "gen.h5", tmp_path / "ev",
                              classifier=False, distances=False, plots=False, progress=False)
-    assert metrics["reference"]["generator_version"] == "parametric-4"
-    assert "parametric-4" in metrics["reference"]["generator_label"]
+    assert metrics["reference"]["generator_version"] == "parametric-5"
+    assert "parametric-5" in metrics["reference"]["generator_label"]
     assert metrics["generated"]["training_generator_version"] == "parametric-2"
     assert any("--simulator-version parametric-2" in w for w in metrics["warnings"])
 

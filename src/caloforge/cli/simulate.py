@@ -31,8 +31,8 @@ from caloforge.cli._options import OutputPath, RangeType, seed_option
               help="parametric: embedded GFlash-style simulator (fast, not Geant4); geant4: "
               "full simulation, needs pip install 'caloforge[geant4]' and Geant4 data.")
 @click.option("--simulator-version", "version", default=None, metavar="VERSION",
-              help="Calibration of the parametric engine: parametric-4 (the newest, "
-              "default), parametric-3, or parametric-2 (the one the shipped pretrained "
+              help="Calibration of the parametric engine: parametric-5 (the newest, "
+              "default), parametric-4, parametric-3, or parametric-2 (the one the shipped pretrained "
               "models learned; their model cards say which). Written to the file as "
               "generator_version.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

@@ -60,7 +60,7 @@ def simulate(geometry: Geometry | str, particle: str, n: int,
     Yields:
         ShowerSet chunks in MeV, with ``meta`` holding particle, generator, seed and, for
         the parametric engine, ``generator_version`` (its calibration, e.g.
-        ``"parametric-4"``; written to files as an attribute).
+        ``"parametric-5"``; written to files as an attribute).
 
     Raises:
         CaloforgeError: unknown particle, engine or version, a bad range, ``n <= 0``, or

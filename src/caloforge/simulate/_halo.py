@@ -26,7 +26,11 @@ The halo is modelled as a compound Poisson process per cell:
 - the number of photons in a cell is Poisson with the integral of that density over the
   cell, and each photon deposits a Gamma-distributed energy (shape ``a``, mean ``a
   theta``; ``a = 1``, an exponential, approximates the flat Klein-Nishina spectrum of
-  Compton electrons), so the energy of ``k`` photons in a cell is ``Gamma(k a, theta)``.
+  Compton electrons), so the energy of ``k`` photons in a cell is ``Gamma(k a, theta)``;
+- from parametric-5 on, a photon deposits at each of its interactions (a few Compton
+  scatterings, then photoabsorption), along its path: the cells it hits cluster
+  (:func:`clustered_compound_poisson`), as the far cells of a full simulation's shower
+  do.
 
 All of it is vectorised over the showers of a block and the cells of the readout.
 
@@ -49,7 +53,7 @@ import numpy as np
 
 __all__ = ["Halo", "halo_fraction", "depth_flight", "laplace_cell_probabilities",
            "gaussian_cell_probabilities", "exponential_disc_mixture", "halo_expectation",
-           "compound_poisson"]
+           "compound_poisson", "clustered_compound_poisson", "path_variance"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,12 @@ class Halo:
             Laplace distributions, whose equal-density lines are diamonds, so that it
             fills the cells along the two axes through the core far more than the
             diagonal ones.
+        interactions: mean number of deposits a halo photon makes (its Compton
+            scatterings and the final photoabsorption), geometrically distributed; 1:
+            one deposit per photon (the versions before parametric-5), so that the cells
+            are hit independently of each other.
+        interaction_length: mean flight between a photon's successive deposits, in units
+            of the medium's ``photon_length`` (see :func:`clustered_compound_poisson`).
     """
 
     near: float = 0.0
@@ -103,6 +113,8 @@ class Halo:
     tail_share: float = 0.0
     tail_scale: float = 3.0
     radial: bool = False
+    interactions: float = 1.0
+    interaction_length: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -248,8 +260,14 @@ def compound_poisson(rng: np.random.Generator, halo: Halo, mean_photons: np.ndar
     """Energy (MeV, float32, same shape) of a Poisson number of photons with mean
     ``mean_photons`` ``(m, n_cells)`` per cell, each depositing ``Gamma(halo.shape,
     mean_mev / shape)``, ``mean_mev`` ``(m,)`` one per shower (row)."""
-    counts = rng.poisson(mean_photons)
-    energy = np.zeros(mean_photons.shape, dtype=np.float32)
+    return _gamma_sums(rng, halo, rng.poisson(mean_photons), mean_mev)
+
+
+def _gamma_sums(rng: np.random.Generator, halo: Halo, counts: np.ndarray,
+                mean_mev: np.ndarray) -> np.ndarray:
+    """Energy (MeV, float32) of ``counts`` ``(m, n_cells)`` deposits per cell, each
+    ``Gamma(halo.shape, mean_mev / shape)`` with ``mean_mev`` ``(m,)`` per row."""
+    energy = np.zeros(counts.shape, dtype=np.float32)
     hit = np.flatnonzero(counts)
     if len(hit):
         theta = (np.asarray(mean_mev, dtype=np.float32) / np.float32(halo.shape))
@@ -265,6 +283,152 @@ def compound_poisson(rng: np.random.Generator, halo: Halo, mean_photons: np.ndar
             sums[many] = rng.standard_gamma(k[many] * halo.shape)
         energy.flat[hit] = sums * theta[hit // counts.shape[1]]
     return energy
+
+
+def path_variance(halo: Halo, photon_length: float) -> float:
+    """Mean variance per transverse axis (mm^2) of a halo photon's deposits about the
+    point where it reached its cell (see :func:`clustered_compound_poisson`): a deposit
+    is ``j`` flights on, each of per-axis variance ``2 L^2 / 3`` (an isotropic flight of
+    exponential length, mean ``L``, projected on an axis), and over a geometric number
+    of deposits of mean ``k`` the mean ``j`` is ``k - 1``. 0 with one deposit each."""
+    if halo.interactions <= 1:
+        return 0.0
+    step = halo.interaction_length * photon_length
+    return (halo.interactions - 1.0) * 2.0 / 3.0 * step * step
+
+
+# Cells expecting more halo photons than this are "dense": whether their photons'
+# deposits cluster no longer changes whether a cell is hit, only (a little) how the
+# expected deposits spread, which is then taken on average (a convolution).
+_DENSE_PHOTONS = 3.0
+
+
+def clustered_compound_poisson(rng: np.random.Generator, halo: Halo, mean_deposits: np.ndarray,
+                               mean_mev: np.ndarray, grids: list[tuple[np.ndarray, np.ndarray]],
+                               photon_length: float) -> np.ndarray:
+    """Like :func:`compound_poisson`, but each halo photon makes several deposits along
+    its path (Compton scatterings, then photoabsorption), so that the hit cells cluster.
+
+    A photon that reaches a cell deposits there, then flies on: ``halo.interactions``
+    deposits on average (geometrically distributed, as when each interaction ends the
+    photon with a fixed probability), separated by isotropic exponential flights of mean
+    ``halo.interaction_length * photon_length`` mm, projected on the plane of its
+    readout layer (they stay in that layer; deposits that leave its grid go to its
+    overflow). Where a cell expects few photons (at most ``_DENSE_PHOTONS``) each photon
+    and its path is drawn; from the cells that expect many, the deposits spread on
+    average (the expected counts convolved with the path's displacement, then Poisson).
+
+    A full simulation's soft photons do this (PDG "Passage of particles through matter",
+    34.4: Compton scattering dominates from a few hundred keV to a few MeV, the
+    photoelectric effect below), and its far, sparse cells are hit in clusters: in the
+    Geant4 reference showers a hit layer-0 strip far from the core has its neighbour hit
+    four times as often as independent cells would.
+
+    Args:
+        rng: random generator.
+        halo: the halo (``interactions``, ``interaction_length``, ``shape``).
+        mean_deposits: ``(m, n_voxels + n_layers)`` mean number of deposits per cell (the
+            voxels in the geometry's flat order, then each layer's overflow).
+        mean_mev: ``(m,)`` mean energy of one deposit, MeV.
+        grids: per layer, the cell edges in mm along rows and along columns (uniform).
+        photon_length: the medium's photon attenuation length, mm.
+
+    Returns:
+        ``(m, n_voxels + n_layers)`` float32 energies, MeV.
+    """
+    m, n_cols = mean_deposits.shape
+    k_mean, step = float(halo.interactions), float(halo.interaction_length * photon_length)
+    photons = mean_deposits / k_mean
+    n_layers = len(grids)
+    n_voxels = n_cols - n_layers
+    shapes = [(len(r) - 1, len(c) - 1) for r, c in grids]
+    starts = np.cumsum([0] + [a * b for a, b in shapes])
+    dense = mean_deposits.copy()
+    sparse = np.zeros_like(photons)
+    for i, ((rows, cols), (row_edges, col_edges)) in enumerate(zip(shapes, grids, strict=True)):
+        sl = slice(starts[i], starts[i + 1])
+        few = photons[:, sl] <= _DENSE_PHOTONS
+        sparse[:, sl] = np.where(few, photons[:, sl], 0.0)
+        mu = np.where(few, 0.0, mean_deposits[:, sl]).reshape(m, rows, cols)
+        kernel = _path_kernel(float(row_edges[1] - row_edges[0]), float(col_edges[1] - col_edges[0]),
+                              k_mean, step)
+        a, b = (kernel.shape[0] - 1) // 2, (kernel.shape[1] - 1) // 2
+        spread = np.zeros((m, rows + 2 * a, cols + 2 * b))
+        for (da, db), w in np.ndenumerate(kernel):
+            if w > 0:
+                spread[:, da:da + rows, db:db + cols] += w * mu
+        inside = spread[:, a:a + rows, b:b + cols]
+        dense[:, sl] = inside.reshape(m, -1)
+        dense[:, n_voxels + i] += mu.sum(axis=(1, 2)) - inside.sum(axis=(1, 2))
+    counts = rng.poisson(np.maximum(dense, 0.0))
+    parents = rng.poisson(sparse)
+    hit = np.flatnonzero(parents)
+    if len(hit):
+        cell = np.repeat(hit, parents.flat[hit])
+        n_dep = rng.geometric(1.0 / k_mean, len(cell)) if k_mean > 1 else np.ones(len(cell), int)
+        total = int(n_dep.sum())
+        first = np.cumsum(n_dep) - n_dep
+        owner = np.repeat(np.arange(len(cell)), n_dep)
+        # The path: steps after each deposit but the first, cumulated per photon.
+        length = rng.standard_exponential(total) * step
+        cos = rng.random(total) * 2.0 - 1.0
+        phi = rng.random(total) * (2.0 * np.pi)
+        sin = np.sqrt(1.0 - cos * cos)
+        length[first] = 0.0
+        path = np.cumsum(np.stack([length * sin * np.cos(phi), length * sin * np.sin(phi)]),
+                         axis=1)
+        path -= path[:, first][:, owner]
+        shower, flat = np.divmod(cell[owner], n_cols)
+        target = np.empty(total, dtype=np.int64)
+        for i, ((rows, cols), (row_edges, col_edges)) in enumerate(zip(shapes, grids,
+                                                                       strict=True)):
+            sel = np.flatnonzero((flat >= starts[i]) & (flat < starts[i + 1]))
+            if not len(sel):
+                continue
+            r0, c0 = np.divmod(flat[sel] - starts[i], cols)
+            # where the photon reached the cell: uniform over it
+            x = row_edges[r0] + rng.random(len(sel)) * (row_edges[r0 + 1] - row_edges[r0])
+            y = col_edges[c0] + rng.random(len(sel)) * (col_edges[c0 + 1] - col_edges[c0])
+            r = np.searchsorted(row_edges, x + path[0, sel], side="right") - 1
+            c = np.searchsorted(col_edges, y + path[1, sel], side="right") - 1
+            inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+            target[sel] = np.where(inside, starts[i] + r * cols + c, n_voxels + i)
+        counts += np.bincount(shower * n_cols + target, minlength=m * n_cols).reshape(m, n_cols)
+    return _gamma_sums(rng, halo, counts, mean_mev)
+
+
+@cache
+def _path_kernel(dx: float, dy: float, interactions: float, step: float,
+                 n: int = 200_000, tail: float = 1e-4) -> np.ndarray:
+    """The expected share of a halo photon's deposits in the cells around the one it
+    reached (uniformly), for :func:`clustered_compound_poisson`: ``(2a + 1, 2b + 1)``
+    over the row and column offsets, cut where less than ``tail`` of the deposits
+    land (renormalised). Computed once per cell size (fixed random stream)."""
+    rng = np.random.default_rng(54321)
+    n_dep = rng.geometric(1.0 / interactions, n) if interactions > 1 else np.ones(n, int)
+    total = int(n_dep.sum())
+    first = np.cumsum(n_dep) - n_dep
+    owner = np.repeat(np.arange(n), n_dep)
+    length = rng.standard_exponential(total) * step
+    length[first] = 0.0
+    cos = rng.random(total) * 2.0 - 1.0
+    phi = rng.random(total) * (2.0 * np.pi)
+    sin = np.sqrt(1.0 - cos * cos)
+    path = np.cumsum(np.stack([length * sin * np.cos(phi), length * sin * np.sin(phi)]), axis=1)
+    path -= path[:, first][:, owner]
+    x = rng.random(n)[owner] * dx + path[0]
+    y = rng.random(n)[owner] * dy + path[1]
+    r, c = np.floor(x / dx).astype(int), np.floor(y / dy).astype(int)
+    a, b = int(np.abs(r).max()), int(np.abs(c).max())
+    kernel = np.zeros((2 * a + 1, 2 * b + 1))
+    np.add.at(kernel, (r + a, c + b), 1.0)
+    kernel /= kernel.sum()
+    keep_r = np.flatnonzero(kernel.sum(axis=1) >= tail)
+    keep_c = np.flatnonzero(kernel.sum(axis=0) >= tail)
+    ar = max(abs(keep_r[0] - a), abs(keep_r[-1] - a))
+    bc = max(abs(keep_c[0] - b), abs(keep_c[-1] - b))
+    kernel = kernel[a - ar:a + ar + 1, b - bc:b + bc + 1]
+    return kernel / kernel.sum()
 
 
 @cache
