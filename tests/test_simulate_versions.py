@@ -93,7 +93,8 @@ def test_the_default_is_the_newest_version_and_it_differs():
 
 
 def test_unknown_version_is_refused_in_one_line():
-    with pytest.raises(CaloforgeError, match="parametric-2, parametric-3, parametric-4, parametric-5"):
+    known = "parametric-2, parametric-3, parametric-4, parametric-5"
+    with pytest.raises(CaloforgeError, match=known):
         simulate_showers("calogan", "eplus", 2, version="parametric-9")
     with pytest.raises(CaloforgeError, match="unknown parametric simulator version"):
         calorimeter("calogan", "3")
@@ -117,7 +118,8 @@ def test_cli_writes_the_chosen_version(tmp_path, capsys):
               "-o", str(bad)])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert "parametric-2, parametric-3, parametric-4, parametric-5" in err and len(err.strip().splitlines()) == 1
+    assert "parametric-2, parametric-3, parametric-4, parametric-5" in err
+    assert len(err.strip().splitlines()) == 1
     assert not bad.exists()
 
 

@@ -32,9 +32,9 @@ from caloforge.cli._options import OutputPath, RangeType, seed_option
               "full simulation, needs pip install 'caloforge[geant4]' and Geant4 data.")
 @click.option("--simulator-version", "version", default=None, metavar="VERSION",
               help="Calibration of the parametric engine: parametric-5 (the newest, "
-              "default), parametric-4, parametric-3, or parametric-2 (the one the shipped pretrained "
-              "models learned; their model cards say which). Written to the file as "
-              "generator_version.")
+              "default), parametric-4, parametric-3, or parametric-2 (the one the shipped "
+              "pretrained models learned; their model cards say which). Written to the file "
+              "as generator_version.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def simulate(geometry: str, particle: str, n: int, energy, angle, seed: int, output: str,
              chunk_size: int, engine: str, version: str | None, quiet: bool) -> None:

@@ -350,8 +350,8 @@ def clustered_compound_poisson(rng: np.random.Generator, halo: Halo, mean_deposi
         few = photons[:, sl] <= _DENSE_PHOTONS
         sparse[:, sl] = np.where(few, photons[:, sl], 0.0)
         mu = np.where(few, 0.0, mean_deposits[:, sl]).reshape(m, rows, cols)
-        kernel = _path_kernel(float(row_edges[1] - row_edges[0]), float(col_edges[1] - col_edges[0]),
-                              k_mean, step)
+        kernel = _path_kernel(float(row_edges[1] - row_edges[0]),
+                              float(col_edges[1] - col_edges[0]), k_mean, step)
         a, b = (kernel.shape[0] - 1) // 2, (kernel.shape[1] - 1) // 2
         spread = np.zeros((m, rows + 2 * a, cols + 2 * b))
         for (da, db), w in np.ndenumerate(kernel):
