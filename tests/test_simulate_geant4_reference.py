@@ -35,11 +35,12 @@ PARTICLES = ("eplus", "gamma")
 
 # Known gaps of the current calibration (parametric-5), kept as strict expected failures
 # so that they show in every test run and flag when a better calibration closes them
-# (parametric-4's photon pair closed the photons' layer-2 occupancy and fraction,
-# parametric-5's photon paths their layer-2 cells above 1 MeV).
+# (parametric-4's photon pair closed the photons' layer-2 occupancy and fraction).
 GAPS = {
     ("occupancy>1", "eplus", 2): "too few layer-2 cells above 1 MeV at 30-100 GeV (0.205 "
                                  "against 0.231)",
+    ("occupancy>1", "gamma", 2): "too few layer-2 cells above 1 MeV at 30-100 GeV (0.240 "
+                                 "against 0.267)",
 }
 
 
@@ -248,7 +249,7 @@ def _neighbour_hits(showers):
 # The clustering parametric-5 does not reach yet: (particle, version, bin) -> reason.
 CLUSTER_GAPS = {
     ("gamma", "parametric-5", 1.0): "photons of 1-10 GeV: a hit far layer-1 cell has its "
-                                    "neighbour hit 0.19 of the time against Geant4's 0.30",
+                                    "neighbour hit 0.18 of the time against Geant4's 0.30",
 }
 
 

@@ -349,52 +349,67 @@ def clustered_compound_poisson(rng: np.random.Generator, halo: Halo, mean_deposi
         sl = slice(starts[i], starts[i + 1])
         few = photons[:, sl] <= _DENSE_PHOTONS
         sparse[:, sl] = np.where(few, photons[:, sl], 0.0)
-        mu = np.where(few, 0.0, mean_deposits[:, sl]).reshape(m, rows, cols)
+        mu = np.where(few, 0.0, mean_deposits[:, sl]).reshape(m, rows, cols).astype(np.float32)
         kernel = _path_kernel(float(row_edges[1] - row_edges[0]),
                               float(col_edges[1] - col_edges[0]), k_mean, step)
         a, b = (kernel.shape[0] - 1) // 2, (kernel.shape[1] - 1) // 2
-        spread = np.zeros((m, rows + 2 * a, cols + 2 * b))
+        spread = np.zeros((m, rows + 2 * a, cols + 2 * b), dtype=np.float32)
+        term = np.empty_like(mu)
         for (da, db), w in np.ndenumerate(kernel):
             if w > 0:
-                spread[:, da:da + rows, db:db + cols] += w * mu
+                np.multiply(mu, np.float32(w), out=term)
+                spread[:, da:da + rows, db:db + cols] += term
         inside = spread[:, a:a + rows, b:b + cols]
         dense[:, sl] = inside.reshape(m, -1)
-        dense[:, n_voxels + i] += mu.sum(axis=(1, 2)) - inside.sum(axis=(1, 2))
-    counts = rng.poisson(np.maximum(dense, 0.0))
-    parents = rng.poisson(sparse)
+        dense[:, n_voxels + i] += (mu.sum(axis=(1, 2), dtype=np.float64)
+                                   - inside.sum(axis=(1, 2), dtype=np.float64))
+    counts = _poisson(rng, np.maximum(dense, 0.0))
+    parents = _poisson(rng, sparse)
     hit = np.flatnonzero(parents)
     if len(hit):
-        cell = np.repeat(hit, parents.flat[hit])
+        f32 = np.float32
+        cell = np.repeat(hit, parents.flat[hit])  # one entry per photon
         n_dep = rng.geometric(1.0 / k_mean, len(cell)) if k_mean > 1 else np.ones(len(cell), int)
         total = int(n_dep.sum())
         first = np.cumsum(n_dep) - n_dep
         owner = np.repeat(np.arange(len(cell)), n_dep)
-        # The path: steps after each deposit but the first, cumulated per photon.
-        length = rng.standard_exponential(total) * step
-        cos = rng.random(total) * 2.0 - 1.0
-        phi = rng.random(total) * (2.0 * np.pi)
-        sin = np.sqrt(1.0 - cos * cos)
+        # The path: a flight after each deposit but the last, cumulated per photon.
+        length = rng.standard_exponential(total, dtype=f32) * f32(step)
+        cos = rng.random(total, dtype=f32) * f32(2.0) - f32(1.0)
+        phi = rng.random(total, dtype=f32) * f32(2.0 * np.pi)
+        length *= np.sqrt(f32(1.0) - cos * cos)
         length[first] = 0.0
-        path = np.cumsum(np.stack([length * sin * np.cos(phi), length * sin * np.sin(phi)]),
-                         axis=1)
+        path = np.cumsum(np.stack([length * np.cos(phi), length * np.sin(phi)]), axis=1)
         path -= path[:, first][:, owner]
-        shower, flat = np.divmod(cell[owner], n_cols)
+        # where each photon reached its cell: uniform over it
+        reach = rng.random((2, len(cell)), dtype=f32)
+        shower, flat = np.divmod(cell, n_cols)
         target = np.empty(total, dtype=np.int64)
         for i, ((rows, cols), (row_edges, col_edges)) in enumerate(zip(shapes, grids,
                                                                        strict=True)):
-            sel = np.flatnonzero((flat >= starts[i]) & (flat < starts[i + 1]))
-            if not len(sel):
+            mine = (flat >= starts[i]) & (flat < starts[i + 1])
+            if not mine.any():
                 continue
-            r0, c0 = np.divmod(flat[sel] - starts[i], cols)
-            # where the photon reached the cell: uniform over it
-            x = row_edges[r0] + rng.random(len(sel)) * (row_edges[r0 + 1] - row_edges[r0])
-            y = col_edges[c0] + rng.random(len(sel)) * (col_edges[c0 + 1] - col_edges[c0])
-            r = np.searchsorted(row_edges, x + path[0, sel], side="right") - 1
-            c = np.searchsorted(col_edges, y + path[1, sel], side="right") - 1
+            r0, c0 = np.divmod(flat - starts[i], cols)
+            r0, c0 = np.where(mine, r0, 0), np.where(mine, c0, 0)
+            x = row_edges[r0] + reach[0] * (row_edges[r0 + 1] - row_edges[r0])
+            y = col_edges[c0] + reach[1] * (col_edges[c0 + 1] - col_edges[c0])
+            sel = np.flatnonzero(mine[owner])
+            r = np.searchsorted(row_edges, x[owner[sel]] + path[0, sel], side="right") - 1
+            c = np.searchsorted(col_edges, y[owner[sel]] + path[1, sel], side="right") - 1
             inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
             target[sel] = np.where(inside, starts[i] + r * cols + c, n_voxels + i)
-        counts += np.bincount(shower * n_cols + target, minlength=m * n_cols).reshape(m, n_cols)
+        counts += np.bincount(shower[owner] * n_cols + target,
+                              minlength=m * n_cols).reshape(m, n_cols)
     return _gamma_sums(rng, halo, counts, mean_mev)
+
+
+def _poisson(rng: np.random.Generator, mean: np.ndarray) -> np.ndarray:
+    """Poisson counts of ``mean`` (any shape), drawn only where the mean is positive."""
+    counts = np.zeros(mean.shape, dtype=np.int64)
+    where = np.flatnonzero(mean)
+    counts.flat[where] = rng.poisson(mean.flat[where])
+    return counts
 
 
 @cache
