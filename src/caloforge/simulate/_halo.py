@@ -381,22 +381,24 @@ def clustered_compound_poisson(rng: np.random.Generator, halo: Halo, mean_deposi
         length[first] = 0.0
         path = np.cumsum(np.stack([length * np.cos(phi), length * np.sin(phi)]), axis=1)
         path -= path[:, first][:, owner]
-        # where each photon reached its cell: uniform over it
+        # where each photon reached its cell, in cell units: uniform over it (the grids
+        # are uniform), then the path in cell units
         reach = rng.random((2, len(cell)), dtype=f32)
         shower, flat = np.divmod(cell, n_cols)
+        layer = np.searchsorted(starts, flat, side="right") - 1
         target = np.empty(total, dtype=np.int64)
         for i, ((rows, cols), (row_edges, col_edges)) in enumerate(zip(shapes, grids,
                                                                        strict=True)):
-            mine = (flat >= starts[i]) & (flat < starts[i + 1])
-            if not mine.any():
+            mine = np.flatnonzero(layer == i)
+            if not len(mine):
                 continue
-            r0, c0 = np.divmod(flat - starts[i], cols)
-            r0, c0 = np.where(mine, r0, 0), np.where(mine, c0, 0)
-            x = row_edges[r0] + reach[0] * (row_edges[r0 + 1] - row_edges[r0])
-            y = col_edges[c0] + reach[1] * (col_edges[c0 + 1] - col_edges[c0])
-            sel = np.flatnonzero(mine[owner])
-            r = np.searchsorted(row_edges, x[owner[sel]] + path[0, sel], side="right") - 1
-            c = np.searchsorted(col_edges, y[owner[sel]] + path[1, sel], side="right") - 1
+            r0, c0 = np.divmod(flat[mine] - starts[i], cols)
+            sel = np.flatnonzero(layer[owner] == i)
+            k = np.searchsorted(mine, owner[sel])  # the photon of each deposit, among mine
+            dx = f32(row_edges[1] - row_edges[0])
+            dy = f32(col_edges[1] - col_edges[0])
+            r = np.floor(r0[k] + reach[0, mine][k] + path[0, sel] / dx).astype(np.int64)
+            c = np.floor(c0[k] + reach[1, mine][k] + path[1, sel] / dy).astype(np.int64)
             inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
             target[sel] = np.where(inside, starts[i] + r * cols + c, n_voxels + i)
         counts += np.bincount(shower[owner] * n_cols + target,
