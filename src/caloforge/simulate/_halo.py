@@ -369,18 +369,8 @@ def clustered_compound_poisson(rng: np.random.Generator, halo: Halo, mean_deposi
     if len(hit):
         f32 = np.float32
         cell = np.repeat(hit, parents.flat[hit])  # one entry per photon
-        n_dep = rng.geometric(1.0 / k_mean, len(cell)) if k_mean > 1 else np.ones(len(cell), int)
-        total = int(n_dep.sum())
-        first = np.cumsum(n_dep) - n_dep
-        owner = np.repeat(np.arange(len(cell)), n_dep)
-        # The path: a flight after each deposit but the last, cumulated per photon.
-        length = rng.standard_exponential(total, dtype=f32) * f32(step)
-        cos = rng.random(total, dtype=f32) * f32(2.0) - f32(1.0)
-        phi = rng.random(total, dtype=f32) * f32(2.0 * np.pi)
-        length *= np.sqrt(f32(1.0) - cos * cos)
-        length[first] = 0.0
-        path = np.cumsum(np.stack([length * np.cos(phi), length * np.sin(phi)]), axis=1)
-        path -= path[:, first][:, owner]
+        owner, path = _photon_paths(rng, len(cell), k_mean, step, f32)
+        total = len(owner)
         # where each photon reached its cell, in cell units: uniform over it (the grids
         # are uniform), then the path in cell units
         reach = rng.random((2, len(cell)), dtype=f32)
@@ -406,6 +396,32 @@ def clustered_compound_poisson(rng: np.random.Generator, halo: Halo, mean_deposi
     return _gamma_sums(rng, halo, counts, mean_mev)
 
 
+def _photon_paths(rng: np.random.Generator, n: int, interactions: float, step: float,
+                  dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """The deposits of ``n`` halo photons along their paths: a geometric number of them
+    per photon (mean ``interactions``), the first where the photon reached its cell, each
+    next one an isotropic flight of exponential length (mean ``step`` mm) further on,
+    projected on the plane of the layer.
+
+    Returns:
+        ``owner`` ``(n_deposits,)``, the photon of each deposit (photons in order), and
+        ``path`` ``(2, n_deposits)``, its displacement in mm (rows, columns axes) from
+        where its photon reached the cell.
+    """
+    n_dep = rng.geometric(1.0 / interactions, n) if interactions > 1 else np.ones(n, int)
+    total = int(n_dep.sum())
+    first = np.cumsum(n_dep) - n_dep
+    owner = np.repeat(np.arange(n), n_dep)
+    length = rng.standard_exponential(total, dtype=dtype) * dtype(step)
+    cos = rng.random(total, dtype=dtype) * dtype(2.0) - dtype(1.0)
+    phi = rng.random(total, dtype=dtype) * dtype(2.0 * np.pi)
+    length *= np.sqrt(dtype(1.0) - cos * cos)
+    length[first] = 0.0
+    path = np.cumsum(np.stack([length * np.cos(phi), length * np.sin(phi)]), axis=1)
+    path -= path[:, first][:, owner]
+    return owner, path
+
+
 def _poisson(rng: np.random.Generator, mean: np.ndarray) -> np.ndarray:
     """Poisson counts of ``mean`` (any shape), drawn only where the mean is positive."""
     counts = np.zeros(mean.shape, dtype=np.int64)
@@ -422,17 +438,7 @@ def _path_kernel(dx: float, dy: float, interactions: float, step: float,
     over the row and column offsets, cut where less than ``tail`` of the deposits
     land (renormalised). Computed once per cell size (fixed random stream)."""
     rng = np.random.default_rng(54321)
-    n_dep = rng.geometric(1.0 / interactions, n) if interactions > 1 else np.ones(n, int)
-    total = int(n_dep.sum())
-    first = np.cumsum(n_dep) - n_dep
-    owner = np.repeat(np.arange(n), n_dep)
-    length = rng.standard_exponential(total) * step
-    length[first] = 0.0
-    cos = rng.random(total) * 2.0 - 1.0
-    phi = rng.random(total) * (2.0 * np.pi)
-    sin = np.sqrt(1.0 - cos * cos)
-    path = np.cumsum(np.stack([length * sin * np.cos(phi), length * sin * np.sin(phi)]), axis=1)
-    path -= path[:, first][:, owner]
+    owner, path = _photon_paths(rng, n, interactions, step, np.float64)
     x = rng.random(n)[owner] * dx + path[0]
     y = rng.random(n)[owner] * dy + path[1]
     r, c = np.floor(x / dx).astype(int), np.floor(y / dy).astype(int)
