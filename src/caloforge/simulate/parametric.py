@@ -249,7 +249,7 @@ def _parametric_4(cal: Calorimeter) -> Calorimeter:
 
 # parametric-5: the halo's photons make several deposits each. In the Geant4 showers the
 # far, sparse cells are hit in clusters (a hit layer-0 strip in the outer rows has its
-# neighbour hit 4.5 times as often as independent cells would at 1-3 GeV, 2.3 times at
+# neighbour hit 4.5 times as often as independent cells would at 1-3 GeV, 2.2 times at
 # 3-10 GeV; the layer-1 cells of the outer ring 4 and 2.2 times), so the number of far
 # cells hit fluctuates from shower to shower far more than independent deposits allow
 # (layer-0 outer rows, 1-3 GeV: 6.6 +- 4.5 cells against the parametric-4 6.6 +- 2.8).
