@@ -301,7 +301,7 @@ def path_variance(halo: Halo, photon_length: float) -> float:
 # deposits cluster no longer changes whether a cell is hit, only (a little) how the
 # expected deposits spread, which is then taken on average (a convolution). Checked on
 # calogan photons of parametric-5 against every cell drawn photon by photon: layer
-# occupancies within 0.5 % (1 keV and 1 MeV), six to eight times faster.
+# occupancies within 1 % (1 keV and 1 MeV), seven to eight times faster.
 _DENSE_PHOTONS = 3.0
 
 
