@@ -474,7 +474,8 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
     m = len(energy)
     medium = cal.medium
     e_gev = energy / MEV_PER_GEV
-    if particle in ("eplus", "eminus", "gamma"):
+    em = particle in ("eplus", "eminus", "gamma")
+    if em:
         t_max_shift = cal.t_max_shift
         if particle == "gamma":
             start = rng.exponential(PHOTON_CONVERSION_X0 * medium.radiation_length, m)
@@ -516,7 +517,7 @@ def simulate_block(cal: Calorimeter, particle: str, energy: np.ndarray,
     voxels, overflow = _bin(cal, m, spots, angle, offset)
     if spots.halo is not None:
         h_vox, h_over, expected = _halo(cal, rng, m, spots, angle, offset)
-        if cal.escape_fluctuates and particle in ("eplus", "eminus", "gamma"):
+        if cal.escape_fluctuates and em:
             expected = _escape(cal, rng, spots, expected, energy)
         # Energy conservation: the halo's Poisson fluctuation comes out of (or goes
         # into) the rest of the shower, whose total stays what the spots gave less what
@@ -695,16 +696,17 @@ def _escape(cal: Calorimeter, rng: np.random.Generator, spots: Spots, kept: np.n
             energy: np.ndarray) -> np.ndarray:
     """``(m,)`` the halo energy (MeV) an EM shower keeps in the calorimeter when what it
     loses fluctuates (:attr:`Calorimeter.escape_fluctuates`): the halo's mean loss (its
-    photons out of the front or the back: what it hands over, ``spots.halo``, less what
-    it keeps on average, ``kept``) plus ``loss`` of the energy, drawn from a Gamma
-    distribution of that mean and the standard deviation ``resolution / sqrt(E/GeV)``
-    (+) ``constant_term`` of the energy.
+    photons out of the front or the back: what its profiles hand over,
+    ``spots.profiles["halo"]``, less what it keeps on average, ``kept``) plus ``loss``
+    of the energy, drawn from a Gamma distribution of that mean and the standard
+    deviation ``resolution / sqrt(E/GeV)`` (+) ``constant_term`` of the energy.
 
     In the Geant4 reference showers the energy lost (albedo and leakage) fluctuates by
     0.09-0.23 % of the incident energy, about its mean of 0.24-0.35 %, and is never
     negative (photons); the halo's mean loss alone fluctuates by 0.04-0.07 %."""
     m = len(energy)
-    handed = np.bincount(spots.shower, weights=spots.halo, minlength=m)
+    prof = spots.profiles
+    handed = np.bincount(prof["shower"], weights=prof["halo"], minlength=m)
     mean = np.maximum(handed - kept + cal.loss * energy, 1e-6)
     sigma = np.hypot(cal.resolution / np.sqrt(energy / MEV_PER_GEV), cal.constant_term) * energy
     lost = rng.gamma((mean / sigma) ** 2, sigma**2 / mean)
